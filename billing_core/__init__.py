@@ -1,0 +1,1 @@
+"""callgate's billing core: method registry, domain services, store and cache."""

@@ -1,0 +1,1 @@
+"""The method registry: every API method defined once, dispatched for every transport."""

@@ -1,0 +1,219 @@
+"""Dispatch: ban check → key → source IP → method → user → access → arguments → handler.
+
+This is the only place that authenticates, authorizes and validates; every transport
+(FastAGI, HTTP, JSON-RPC, BILLmanager) hands it (method, raw args, credentials) and maps
+the `Outcome` to its own wire form.
+
+Access rules (the spec leaves the comparison implicit; this is what we chose):
+- Methods of level 0 are anonymous (a valid key is still required).
+- Methods of level >= 50 (call control) need a server key whose own level reaches it.
+- Other methods need the acting user's `accesslevel` to reach the method's level and,
+  with a server key, the key's level too.
+- A server key acts for the user named by `login` (matched per the key's `auth_by`),
+  who must be the key owner or managed (directly or further down) by the key owner,
+  unless the owner is a master administrator (44: the spec's "exclusive rights").
+- `username=` acts for another user: allowed for administrators (>= 33) and for the
+  user's managers up the chain; otherwise E_DOES_NOT_BELONG_TO_YOU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from billing_core.api.params import COMMON_ARGS
+from billing_core.api.registry import REGISTRY, CallContext, MethodDef, Registry
+from billing_core.auth.ipmask import ip_allowed
+from billing_core.auth.secrets_store import api_key_hash, verify_password
+from billing_core.errors import (
+    ApiError,
+    BackendUnavailable,
+    ErrorCode,
+    KeyRejected,
+    SourceForbidden,
+)
+from billing_core.records import KeyRecord, UserRecord
+from billing_core.services.container import Services
+
+log = structlog.get_logger(__name__)
+
+CALL_CONTROL_LEVEL = 50
+ADMIN_LEVEL = 33
+MASTER_LEVEL = 44
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """How the caller presented itself.
+
+    apikey: the key from the HTTP path, or None over FastAGI (the Asterisk server's key
+    is the server key whose source mask admits the peer address).
+    """
+
+    peer_ip: str
+    transport: str
+    apikey: str | None = None
+    call_uid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    value: Any = None
+    error: ApiError | None = None
+    method: MethodDef | None = None
+    key: KeyRecord | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _validation_error(exc: ValidationError) -> ApiError:
+    errors = exc.errors()
+    missing = [str(e["loc"][0]) for e in errors if e["type"] == "missing" and e["loc"]]
+    if missing:
+        return ApiError(ErrorCode.E_MISSING_ARGUMENT, f"missing argument: {', '.join(missing)}")
+    names = sorted({str(e["loc"][0]) for e in errors if e["loc"]})
+    return ApiError(ErrorCode.E_INVALID_ARGUMENT, f"invalid argument: {', '.join(names)}")
+
+
+class Dispatcher:
+    def __init__(self, services: Services, registry: Registry = REGISTRY) -> None:
+        self.services = services
+        self.registry = registry
+
+    async def call(self, method_name: str, raw: Mapping[str, str], cred: Credentials) -> Outcome:
+        key: KeyRecord | None = None
+        method: MethodDef | None = None
+        try:
+            gens = await self.services.cache.generations()
+            key = await self._key(gens, cred)
+            method = self.registry.get(method_name)
+            if method is None:
+                raise ApiError(ErrorCode.E_UNKNOWN_METHOD, f"unknown method: {method_name[:64]}")
+            if key.allowed_methods and method.name not in key.allowed_methods:
+                raise ApiError(ErrorCode.E_INSUFFICIENT_ACCESS, "method not allowed for this key")
+            user = await self._user(gens, key, method, raw)
+            self._check_level(key, user, method)
+            actor = await self._actor(gens, user, raw.get("username", ""))
+            try:
+                params = method.params.model_validate(
+                    {k: v for k, v in raw.items() if k not in COMMON_ARGS}
+                )
+            except ValidationError as exc:
+                raise _validation_error(exc) from None
+            ctx = CallContext(
+                services=self.services,
+                key=key,
+                user=user,
+                actor=actor,
+                peer_ip=cred.peer_ip,
+                transport=cred.transport,
+                call_uid=cred.call_uid,
+                generations=gens,
+                raw=raw,
+            )
+            value = await method.handler(ctx, params)
+            if method.invalidates:
+                await self.services.cache.invalidate(*method.invalidates)
+            return Outcome(value=value, method=method, key=key)
+        except ApiError as exc:
+            if exc.code is ErrorCode.E_SQL_ERROR:
+                log.warning("api.backend_unavailable", method=method_name, transport=cred.transport)
+            return Outcome(error=exc, method=method, key=key)
+        except Exception:
+            log.exception("api.unexpected_error", method=method_name, transport=cred.transport)
+            return Outcome(error=ApiError(ErrorCode.E_LUA_EXCEPTION), method=method, key=key)
+
+    async def _key(self, gens: dict[str, int] | None, cred: Credentials) -> KeyRecord:
+        services = self.services
+        if await services.bans.is_banned(gens, cred.peer_ip):
+            raise SourceForbidden("access from this IP is locked")
+        if cred.apikey is None:
+            key = await services.profiles.key_for_peer(gens, cred.peer_ip)
+            if key is None:
+                log.warning("api.peer_not_allowed", peer=cred.peer_ip, transport=cred.transport)
+                raise SourceForbidden("no server key admits this address")
+            return key
+        key = None
+        if 0 < len(cred.apikey) <= 128:
+            key = await services.profiles.key_by_hash(gens, api_key_hash(cred.apikey))
+        if key is None or not key.enabled:
+            await services.bans.ban(cred.peer_ip, reason="incorrect or inactive API key")
+            raise KeyRejected()
+        if not ip_allowed(cred.peer_ip, key.source):
+            raise SourceForbidden()
+        return key
+
+    async def _user(
+        self, gens: dict[str, int] | None, key: KeyRecord, method: MethodDef, raw: Mapping[str, str]
+    ) -> UserRecord | None:
+        profiles = self.services.profiles
+        login = raw.get("login", "")
+        if not key.is_server_key:
+            if key.default_user:
+                user = await profiles.user_by(gens, key.auth_by, key.default_user)
+            elif login:
+                user = await profiles.user_by(gens, key.auth_by, login)
+                if user is not None and not verify_password(raw.get("password", ""), user.password_hash):
+                    user = None
+            else:
+                user = None
+            if user is None and method.access_level > 0:
+                raise ApiError(ErrorCode.E_AUTH_FAILED)
+            return user
+        if not login:
+            return await profiles.user_by(gens, "username", key.owner)
+        user = await profiles.user_by(gens, key.auth_by, login)
+        if user is None:
+            if method.access_level == 0:
+                return None
+            raise ApiError(ErrorCode.E_AUTH_FAILED, f"no user for {key.auth_by}={login[:64]}")
+        if not await self._belongs_to(gens, user, key.owner):
+            raise ApiError(ErrorCode.E_DOES_NOT_BELONG_TO_YOU, "user does not belong to the key owner")
+        return user
+
+    async def _belongs_to(self, gens: dict[str, int] | None, user: UserRecord, owner: str) -> bool:
+        if user.username == owner:
+            return True
+        owner_user = await self.services.profiles.user_by(gens, "username", owner)
+        if owner_user is not None and owner_user.accesslevel >= MASTER_LEVEL:
+            return True
+        return owner in await self.services.profiles.manager_chain(gens, user.username)
+
+    def _check_level(self, key: KeyRecord, user: UserRecord | None, method: MethodDef) -> None:
+        level = method.access_level
+        if level == 0:
+            return
+        if level >= CALL_CONTROL_LEVEL:
+            if key.access_level < level:
+                raise ApiError(ErrorCode.E_INSUFFICIENT_ACCESS)
+            return
+        if user is None or user.accesslevel < level:
+            raise ApiError(ErrorCode.E_INSUFFICIENT_ACCESS)
+        if key.is_server_key and key.access_level < level:
+            raise ApiError(ErrorCode.E_INSUFFICIENT_ACCESS)
+
+    async def _actor(
+        self, gens: dict[str, int] | None, user: UserRecord | None, username: str
+    ) -> UserRecord | None:
+        if not username or user is None or username == user.username:
+            return user
+        target = await self.services.profiles.user_by(gens, "username", username)
+        if target is None:
+            raise ApiError(ErrorCode.E_NOT_EXIST, "no such user")
+        if user.accesslevel >= ADMIN_LEVEL:
+            return target
+        if user.username in await self.services.profiles.manager_chain(gens, target.username):
+            return target
+        raise ApiError(ErrorCode.E_DOES_NOT_BELONG_TO_YOU)
+
+
+def is_unavailable(error: ApiError | None) -> bool:
+    return isinstance(error, BackendUnavailable) or (
+        error is not None and error.code is ErrorCode.E_SQL_ERROR
+    )

@@ -1,0 +1,1 @@
+"""API methods: accounts (see billing_core.api.registry)."""

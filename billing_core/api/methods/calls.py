@@ -1,0 +1,1 @@
+"""API methods: calls (see billing_core.api.registry)."""

@@ -1,0 +1,1 @@
+"""API methods: currencies (see billing_core.api.registry)."""

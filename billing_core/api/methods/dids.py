@@ -1,0 +1,1 @@
+"""API methods: dids (see billing_core.api.registry)."""

@@ -1,0 +1,1 @@
+"""API methods: disa (see billing_core.api.registry)."""

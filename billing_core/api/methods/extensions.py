@@ -1,0 +1,1 @@
+"""API methods: extensions (see billing_core.api.registry)."""

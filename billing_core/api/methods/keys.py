@@ -1,0 +1,1 @@
+"""API methods: keys (see billing_core.api.registry)."""

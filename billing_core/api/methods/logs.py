@@ -1,0 +1,1 @@
+"""API methods: logs (see billing_core.api.registry)."""

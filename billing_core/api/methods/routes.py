@@ -1,0 +1,1 @@
+"""API methods: routes (see billing_core.api.registry)."""

@@ -1,0 +1,1 @@
+"""API methods: tariffs (see billing_core.api.registry)."""

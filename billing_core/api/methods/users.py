@@ -1,0 +1,1 @@
+"""API methods: users (see billing_core.api.registry)."""

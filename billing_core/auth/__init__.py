@@ -1,0 +1,1 @@
+"""Authentication primitives: API keys, IP masks, password and secret storage."""

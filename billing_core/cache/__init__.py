@@ -1,0 +1,1 @@
+"""Cache of what every decision reads; money state is never decided here."""

@@ -1,0 +1,24 @@
+"""Every cache key prefix, namespace and TTL, in one place."""
+
+from __future__ import annotations
+
+from typing import Final
+
+PREFIX: Final = "cg"
+
+# Namespaces: a write through the registry bumps the namespace's generation, which
+# makes every entry of the old generation unreachable at once (across all processes).
+NS_RATING: Final = "rating"  # directions, tariffs + entries + options, routes, bill types, currencies
+NS_PROFILES: Final = "profiles"  # users, extensions, API keys, DIDs and their rules
+NAMESPACES: Final[tuple[str, ...]] = (NS_RATING, NS_PROFILES)
+
+ENTRY_TTL_S: Final = 300  # bounds staleness if a bump was lost while Redis was down
+LOCAL_MAX_ENTRIES: Final = 100_000
+
+
+def generation_key(namespace: str) -> str:
+    return f"{PREFIX}:gen:{namespace}"
+
+
+def entry_key(namespace: str, generation: int, key: str) -> str:
+    return f"{PREFIX}:{namespace}:{generation}:{key}"

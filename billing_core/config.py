@@ -1,0 +1,100 @@
+"""Settings, read once from the environment at start-up and passed down.
+
+| variable | default | meaning |
+|---|---|---|
+| CALLGATE_DATABASE_URL | sqlite+aiosqlite:///./callgate.db | SQLAlchemy async URL (postgresql+asyncpg://… in production) |
+| CALLGATE_REDIS_URL | (empty) | redis://host:port/db; empty = in-process cache |
+| CALLGATE_AGI_LISTEN | 127.0.0.1:4573 | FastAGI listen address |
+| CALLGATE_HTTP_LISTEN | 127.0.0.1:8080 | HTTP shim listen address |
+| CALLGATE_WORKERS | 1 | processes sharing the ports with SO_REUSEPORT |
+| CALLGATE_SECRET_FILE | ./.callgate-secret | key that encrypts stored SIP passwords and PINs (created if missing) |
+| CALLGATE_MAX_CALL_S | 14400 | ceiling of any call's max time |
+| CALLGATE_RESERVATION_GRACE_S | 120 | a reservation expires max time + this after callPrepare |
+| CALLGATE_BAN_SECONDS | 0 | how long an IP that used a bad key stays banned; 0 = indefinitely (the spec) |
+| CALLGATE_BAN_WHITELIST | (empty) | comma-separated IP masks that are never banned |
+| CALLGATE_DISA_MAX_FAILURES | 5 | failed DISA logins from one caller ID before a lock-out |
+| CALLGATE_DISA_LOCKOUT_S | 900 | how long that lock-out lasts |
+| CALLGATE_FAIL_OPEN_MAX_S | 0 | when the database is down, allow calls for at most this many seconds; 0 = decline |
+| CALLGATE_SPOOL_DIR | ./spool | where callFinish keeps CDRs it could not write yet |
+| CALLGATE_PLAIN_AUTH_BY | sip_extension,id | key auth methods whose HTTP answers are plain text (config.api_plain_answer) |
+| CALLGATE_DB_TIMEOUT_S | 2.0 | bound on one database transaction in a call decision |
+| CALLGATE_LOG_LEVEL | info | structlog level |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"expected host:port, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite+aiosqlite:///./callgate.db"
+    redis_url: str | None = None
+    agi_host: str = "127.0.0.1"
+    agi_port: int = 4573
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    workers: int = 1
+    secret_file: str = "./.callgate-secret"
+    max_call_s: int = 14400
+    reservation_grace_s: int = 120
+    ban_seconds: int = 0
+    ban_whitelist: tuple[str, ...] = ()
+    disa_max_failures: int = 5
+    disa_lockout_s: int = 900
+    fail_open_max_s: int = 0
+    spool_dir: str = "./spool"
+    plain_auth_by: tuple[str, ...] = ("sip_extension", "id")
+    db_timeout_s: float = 2.0
+    log_level: str = "info"
+    system_currency: str = "EUR"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        agi_host, agi_port = _host_port(env.get("CALLGATE_AGI_LISTEN", "127.0.0.1:4573"))
+        http_host, http_port = _host_port(env.get("CALLGATE_HTTP_LISTEN", "127.0.0.1:8080"))
+        return cls(
+            database_url=env.get("CALLGATE_DATABASE_URL") or cls.database_url,
+            redis_url=env.get("CALLGATE_REDIS_URL") or None,
+            agi_host=agi_host,
+            agi_port=agi_port,
+            http_host=http_host,
+            http_port=http_port,
+            workers=int(env.get("CALLGATE_WORKERS", "1")),
+            secret_file=env.get("CALLGATE_SECRET_FILE", cls.secret_file),
+            max_call_s=int(env.get("CALLGATE_MAX_CALL_S", "14400")),
+            reservation_grace_s=int(env.get("CALLGATE_RESERVATION_GRACE_S", "120")),
+            ban_seconds=int(env.get("CALLGATE_BAN_SECONDS", "0")),
+            ban_whitelist=_csv(env.get("CALLGATE_BAN_WHITELIST", "")),
+            disa_max_failures=int(env.get("CALLGATE_DISA_MAX_FAILURES", "5")),
+            disa_lockout_s=int(env.get("CALLGATE_DISA_LOCKOUT_S", "900")),
+            fail_open_max_s=int(env.get("CALLGATE_FAIL_OPEN_MAX_S", "0")),
+            spool_dir=env.get("CALLGATE_SPOOL_DIR", cls.spool_dir),
+            plain_auth_by=_csv(env.get("CALLGATE_PLAIN_AUTH_BY", "sip_extension,id")),
+            db_timeout_s=float(env.get("CALLGATE_DB_TIMEOUT_S", "2.0")),
+            log_level=env.get("CALLGATE_LOG_LEVEL", "info"),
+        )
+
+
+SYSTEM_CURRENCY = "EUR"
+ONE = Decimal(1)

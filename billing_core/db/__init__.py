@@ -1,0 +1,1 @@
+"""Store: SQLAlchemy Core tables, the async engine and Alembic migrations."""

@@ -1,0 +1,95 @@
+"""The spec's E_* error codes, raised as one exception type.
+
+Every failure a caller can see is an `ApiError` carrying a code from
+Narayana Billing API 2.2 (`../shared/spec/narayana-2.2.json`, `error_codes`).
+Transports map it to their wire form once (HTTP status, AGI variables).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    # Query initialization errors
+    E_INCORRECT_API_VERSION = "E_INCORRECT_API_VERSION"
+    E_UNKNOWN_METHOD = "E_UNKNOWN_METHOD"
+    E_UNDEFINED_INSTRUCTION = "E_UNDEFINED_INSTRUCTION"
+    E_INSUFFICIENT_ACCESS = "E_INSUFFICIENT_ACCESS"
+    E_MISSING_ARGUMENT = "E_MISSING_ARGUMENT"
+    E_INVALID_ARGUMENT = "E_INVALID_ARGUMENT"
+    E_LUA_EXCEPTION = "E_LUA_EXCEPTION"
+    E_AUTH_FAILED = "E_AUTH_FAILED"
+    # Query execution errors
+    E_USER_LOCKED = "E_USER_LOCKED"
+    E_SQL_ERROR = "E_SQL_ERROR"
+    E_NOT_EXIST = "E_NOT_EXIST"
+    E_DOES_NOT_BELONG_TO_YOU = "E_DOES_NOT_BELONG_TO_YOU"
+    E_DATA_ABORT = "E_DATA_ABORT"
+    E_WRONG_EXTENSION = "E_WRONG_EXTENSION"
+    E_TRANSACTIONS_LIMITED = "E_TRANSACTIONS_LIMITED"
+    E_TRANSACTIONS_LOCKED = "E_TRANSACTIONS_LOCKED"
+    E_CANT_CREATE_ASTERISK_ACCOUNT = "E_CANT_CREATE_ASTERISK_ACCOUNT"
+    E_INSUFFICIENT_MONEY = "E_INSUFFICIENT_MONEY"
+    E_TARGET_WHITELISTED = "E_TARGET_WHITELISTED"
+    E_TRANSACTION_FAILED = "E_TRANSACTION_FAILED"
+    E_UNROUTABLE = "E_UNROUTABLE"
+    E_CANT_CREATE_ASTERISK_EXTENSION = "E_CANT_CREATE_ASTERISK_EXTENSION"
+    E_ALREADY_ON_THIS_TARIFF = "E_ALREADY_ON_THIS_TARIFF"
+
+
+DESCRIPTIONS: dict[ErrorCode, str] = {
+    ErrorCode.E_INCORRECT_API_VERSION: "The version of the server and the client don't match",
+    ErrorCode.E_UNKNOWN_METHOD: "Unknown method",
+    ErrorCode.E_UNDEFINED_INSTRUCTION: "Method can't be executed",
+    ErrorCode.E_INSUFFICIENT_ACCESS: "Insufficient rights for this method execution",
+    ErrorCode.E_MISSING_ARGUMENT: "Obligated argument missing",
+    ErrorCode.E_INVALID_ARGUMENT: "Invalid argument type",
+    ErrorCode.E_LUA_EXCEPTION: "Critical method execution error",
+    ErrorCode.E_AUTH_FAILED: "Incorrect user parameter and/or password",
+    ErrorCode.E_USER_LOCKED: "Users is locked",
+    ErrorCode.E_SQL_ERROR: "SQL-query error",
+    ErrorCode.E_NOT_EXIST: "Requested item doesn't exist in this context",
+    ErrorCode.E_DOES_NOT_BELONG_TO_YOU: "Requested item doesn't belong to you",
+    ErrorCode.E_DATA_ABORT: "Incorrect input",
+    ErrorCode.E_WRONG_EXTENSION: "Invalid SIP login",
+    ErrorCode.E_TRANSACTIONS_LIMITED: "Financial transactions are limited",
+    ErrorCode.E_TRANSACTIONS_LOCKED: "Financial transactions are locked",
+    ErrorCode.E_CANT_CREATE_ASTERISK_ACCOUNT: "Unable to create account",
+    ErrorCode.E_INSUFFICIENT_MONEY: "Insufficient money",
+    ErrorCode.E_TARGET_WHITELISTED: "IP address is whitelisted",
+    ErrorCode.E_TRANSACTION_FAILED: "Finance transaction error",
+    ErrorCode.E_UNROUTABLE: "Direction is not serviced",
+    ErrorCode.E_CANT_CREATE_ASTERISK_EXTENSION: "Unable to create SIP account",
+    ErrorCode.E_ALREADY_ON_THIS_TARIFF: "You are already serviced on this tariff",
+}
+
+
+class ApiError(Exception):
+    """A failure with the spec's code; `detail` is a human explanation (never a secret)."""
+
+    def __init__(self, code: ErrorCode, detail: str | None = None) -> None:
+        self.code = code
+        self.detail = detail or DESCRIPTIONS.get(code, code.value)
+        super().__init__(f"{code.value}: {self.detail}")
+
+
+class KeyRejected(ApiError):
+    """The API key is unknown or disabled (HTTP 401; the source IP gets banned)."""
+
+    def __init__(self, detail: str = "the key is incorrect") -> None:
+        super().__init__(ErrorCode.E_AUTH_FAILED, detail)
+
+
+class SourceForbidden(ApiError):
+    """The source IP is banned or not allowed for this key (HTTP 403)."""
+
+    def __init__(self, detail: str = "access from this IP denied") -> None:
+        super().__init__(ErrorCode.E_AUTH_FAILED, detail)
+
+
+class BackendUnavailable(ApiError):
+    """PostgreSQL/SQLite could not be reached or timed out."""
+
+    def __init__(self, detail: str = "database unavailable") -> None:
+        super().__init__(ErrorCode.E_SQL_ERROR, detail)

@@ -1,0 +1,1 @@
+"""Domain services: one subsystem per module, each a set of verbs over the store."""

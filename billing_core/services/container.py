@@ -1,0 +1,43 @@
+"""The services one process runs, built once at start-up and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from billing_core.auth.secrets_store import SecretBox
+from billing_core.cache.backend import create_backend
+from billing_core.cache.readthrough import ReadThroughCache
+from billing_core.config import Settings
+from billing_core.db.engine import Database, create_engine
+from billing_core.services.bans import Bans
+from billing_core.services.profiles import Profiles
+from billing_core.services.rating import RatingEngine
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    cache: ReadThroughCache
+    box: SecretBox
+    profiles: Profiles
+    bans: Bans
+    rating: RatingEngine
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        db = Database(create_engine(settings.database_url), timeout_s=settings.db_timeout_s)
+        cache = ReadThroughCache(create_backend(settings.redis_url))
+        return cls(
+            settings=settings,
+            db=db,
+            cache=cache,
+            box=SecretBox.from_file(settings.secret_file),
+            profiles=Profiles(db, cache),
+            bans=Bans(db, cache, settings),
+            rating=RatingEngine(db, cache),
+        )
+
+    async def close(self) -> None:
+        await self.cache.backend.close()
+        await self.db.dispose()

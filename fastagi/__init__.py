@@ -1,0 +1,1 @@
+"""FastAGI transport: decodes Asterisk's AGI wire protocol and answers with channel variables."""

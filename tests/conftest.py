@@ -1,0 +1,109 @@
+"""Test backends: every backend-dependent test runs on the embedded default (SQLite +
+in-process cache) and on the server backend (real PostgreSQL + real Redis).
+
+CALLGATE_TEST_BACKENDS=embedded,server picks them (default: both). When the server
+backend is selected and PostgreSQL or Redis cannot be reached, tests FAIL: they are
+never skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis
+import structlog
+from sqlalchemy import text
+
+from billing_core.api.dispatch import Dispatcher
+from billing_core.bootstrap import bootstrap
+from billing_core.config import Settings
+from billing_core.db.tables import metadata
+from billing_core.services.container import Services
+
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
+
+PG_ADMIN_DSN = os.environ.get("CALLGATE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_TEST_DB = os.environ.get("CALLGATE_TEST_PG_DB", "callgate_test")
+REDIS_TEST_URL = os.environ.get("CALLGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+BACKENDS = [b for b in os.environ.get("CALLGATE_TEST_BACKENDS", "embedded,server").split(",") if b]
+
+
+def _pg_url(db: str) -> str:
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    return f"{base}/{db}"
+
+
+async def _recreate_pg_database() -> None:
+    conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    try:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", PG_TEST_DB
+        )
+        await conn.execute(f'DROP DATABASE IF EXISTS "{PG_TEST_DB}"')
+        await conn.execute(f'CREATE DATABASE "{PG_TEST_DB}"')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def server_backend_ready() -> Iterator[None]:
+    """Create a fresh test database once; fail loudly if the servers are not there."""
+    try:
+        asyncio.run(_recreate_pg_database())
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_DSN}: {exc}")
+    try:
+        redis.Redis.from_url(REDIS_TEST_URL, socket_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"Redis is not reachable at {REDIS_TEST_URL}: {exc}")
+    yield
+
+
+@pytest.fixture(params=BACKENDS)
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    common = {
+        "secret_file": str(tmp_path / "secret"),
+        "spool_dir": str(tmp_path / "spool"),
+        "agi_port": 0,
+        "http_port": 0,
+    }
+    if request.param == "embedded":
+        return Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'callgate.db'}", **common)  # type: ignore[arg-type]
+    if request.param == "server":
+        request.getfixturevalue("server_backend_ready")
+        redis.Redis.from_url(REDIS_TEST_URL).flushdb()
+        return Settings(database_url=_pg_url(PG_TEST_DB), redis_url=REDIS_TEST_URL, **common)  # type: ignore[arg-type]
+    raise ValueError(f"unknown backend {request.param}")
+
+
+async def _truncate_all(services: Services) -> None:
+    if services.db.is_sqlite:
+        return
+    async with services.db.engine.begin() as conn:
+        names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+        exists = (await conn.execute(text("SELECT to_regclass('public.users')"))).scalar()
+        if exists is not None:
+            await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+async def services(settings: Settings) -> AsyncIterator[Services]:
+    built = Services.build(settings)
+    await _truncate_all(built)
+    await bootstrap(built.db)
+    try:
+        yield built
+    finally:
+        await built.close()
+
+
+@pytest.fixture
+def dispatcher(services: Services) -> Dispatcher:
+    import billing_core.api.methods  # noqa: F401 - registers every method
+
+    return Dispatcher(services)

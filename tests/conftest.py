@@ -1,9 +1,11 @@
 """Test backends: every backend-dependent test runs on the embedded default (SQLite +
 in-process cache) and on the server backend (real PostgreSQL + real Redis).
 
-CALLGATE_TEST_BACKENDS=embedded,server picks them (default: both). When the server
-backend is selected and PostgreSQL or Redis cannot be reached, tests FAIL: they are
-never skipped.
+CALLGATE_TEST_BACKENDS picks them: `embedded`, `server`, `embedded,server` (the
+default), or `auto` (what `make test` uses on a laptop: the server backend only when
+PostgreSQL and Redis answer). When the server backend is selected explicitly and
+PostgreSQL or Redis cannot be reached, tests FAIL: they are never skipped. CI selects
+both explicitly.
 """
 
 from __future__ import annotations
@@ -30,7 +32,31 @@ structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
 PG_ADMIN_DSN = os.environ.get("CALLGATE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_TEST_DB = os.environ.get("CALLGATE_TEST_PG_DB", "callgate_test")
 REDIS_TEST_URL = os.environ.get("CALLGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
-BACKENDS = [b for b in os.environ.get("CALLGATE_TEST_BACKENDS", "embedded,server").split(",") if b]
+
+
+def _servers_answer() -> bool:
+    import socket
+
+    for port in (5432, 6379):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        except OSError:
+            return False
+    return True
+
+
+def _selected_backends() -> list[str]:
+    wanted = os.environ.get("CALLGATE_TEST_BACKENDS", "embedded,server").strip()
+    if wanted == "auto":
+        return ["embedded", "server"] if _servers_answer() else ["embedded"]
+    return [b.strip() for b in wanted.split(",") if b.strip()]
+
+
+BACKENDS = _selected_backends()
+
+
+def pytest_report_header() -> str:
+    return f"callgate test backends: {', '.join(BACKENDS)}"
 
 
 def _pg_url(db: str) -> str:

@@ -1,0 +1,155 @@
+"""The `callgate` command line.
+
+    callgate serve                      FastAGI + HTTP in one process (runs pending migrations)
+    callgate migrate                    create/upgrade the schema and the master admin `admin`
+    callgate demo                       load demo data, print keys, an AGI() line and a curl line
+    callgate keys add NAME --level N --source MASK [--auth-by username|sip_extension|id]
+                          [--default-user U] [--owner USER] [--allowed-methods m1,m2]
+    callgate keys list
+    callgate directions import FILE.csv  (header code,direction,min_len,max_len)
+    callgate bans list | callgate bans remove IP
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+
+from billing_core.bootstrap import bootstrap
+from billing_core.cache.keys import NAMESPACES, NS_RATING
+from billing_core.config import Settings
+from billing_core.errors import ApiError
+from billing_core.services.container import Services
+from billing_core.services.directions import import_directions, read_directions_csv
+from billing_core.services.keys import AUTH_METHODS, add_key, list_keys
+from callgate.logging_setup import configure_logging
+
+
+async def _with_services(settings: Settings, work: Callable[[Services], Awaitable[int]]) -> int:
+    services = Services.build(settings)
+    try:
+        await bootstrap(services.db)
+        return await work(services)
+    finally:
+        await services.close()
+
+
+async def _keys_add(services: Services, args: argparse.Namespace) -> int:
+    key = await add_key(
+        services.db,
+        name=args.name,
+        access_level=args.level,
+        source=args.source,
+        owner=args.owner,
+        auth_by=args.auth_by,
+        default_user=args.default_user,
+        allowed_methods=args.allowed_methods,
+    )
+    await services.cache.invalidate(*NAMESPACES)
+    print(f"key {args.name} level {args.level} source {args.source} owner {args.owner}: {key}")
+    return 0
+
+
+async def _keys_list(services: Services) -> int:
+    for row in await list_keys(services.db):
+        print(json.dumps(row, default=str))
+    return 0
+
+
+async def _directions_import(services: Services, path: str) -> int:
+    rows = read_directions_csv(path)
+    report = await import_directions(services.db, rows)
+    await services.cache.invalidate(NS_RATING)
+    print(report)
+    return 0 if not getattr(report, "rejected", None) else 1
+
+
+async def _bans(services: Services, args: argparse.Namespace) -> int:
+    if args.bans_command == "remove":
+        removed = await services.bans.unban(args.ip)
+        print("removed" if removed else "not banned")
+        return 0 if removed else 1
+    for row in await services.bans.list():
+        print(json.dumps(row))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="callgate", description="Asterisk call control with a billing core")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run FastAGI and the HTTP shim")
+    sub.add_parser("migrate", help="create or upgrade the schema and the master administrator")
+    demo = sub.add_parser("demo", help="load demo data and print how to use it")
+    demo.add_argument("--quiet", action="store_true", help="print only the keys")
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
+    add = keys.add_parser("add", help="create an API key (printed once, last on its line)")
+    add.add_argument("name")
+    add.add_argument("--level", type=int, required=True, help="0 = client key; >= 50 for call control")
+    add.add_argument("--source", required=True, help="allowed IPs or masks: 178.1.1.*, 87.1.1.2, 10.0.0.0/8")
+    add.add_argument("--auth-by", default="username", choices=AUTH_METHODS)
+    add.add_argument("--default-user", default=None)
+    add.add_argument("--owner", default="admin")
+    add.add_argument("--allowed-methods", default="", help="comma-separated; empty = all methods")
+    keys.add_parser("list", help="list keys (without the keys themselves)")
+
+    directions = sub.add_parser("directions", help="directions").add_subparsers(
+        dest="directions_command", required=True
+    )
+    imp = directions.add_parser("import", help="import directions from CSV")
+    imp.add_argument("file")
+
+    bans = sub.add_parser("bans", help="IP lock-outs").add_subparsers(dest="bans_command", required=True)
+    bans.add_parser("list")
+    remove = bans.add_parser("remove")
+    remove.add_argument("ip")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    if args.command == "serve":
+        from callgate.app import serve
+
+        serve(settings)
+        return 0
+    try:
+        return asyncio.run(_dispatch(settings, args))
+    except ApiError as exc:
+        print(f"error: {exc.code.value}: {exc.detail}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
+    if args.command == "migrate":
+
+        async def done(_services: Services) -> int:
+            print("schema at head; master administrator 'admin' present")
+            return 0
+
+        return await _with_services(settings, done)
+    if args.command == "demo":
+        from callgate.demo import load_demo
+
+        return await _with_services(settings, lambda s: load_demo(s, quiet=args.quiet))
+    if args.command == "keys":
+        if args.keys_command == "add":
+            return await _with_services(settings, lambda s: _keys_add(s, args))
+        return await _with_services(settings, _keys_list)
+    if args.command == "directions":
+        return await _with_services(settings, lambda s: _directions_import(s, args.file))
+    if args.command == "bans":
+        return await _with_services(settings, lambda s: _bans(s, args))
+    raise ValueError(f"unknown command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

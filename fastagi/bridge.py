@@ -1,0 +1,144 @@
+"""FastAGI → registry: turn a decoded AGI request into a registry call and its outcome
+into channel variables. It parses no arguments and checks no permissions: the
+dispatcher does (the Asterisk server is identified by its address, see
+billing_core.api.dispatch).
+
+Every variable of the script is set on every answer (empty when not applicable), so a
+dialplan that loops (failover, DID rule chains) never reads a value left over from the
+previous round.
+
+A callFinish that cannot reach the database is written to the on-disk spool and
+answered `CALLGATE_RESULT=Spooled` (the dialplan has nothing to do: the charge is
+applied when the database is back, exactly once, since callFinish is idempotent per
+call and priority). Any other decision during an outage is declined with E_SQL_ERROR:
+callgate fails closed.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from billing_core.api.dispatch import Credentials, Dispatcher, Outcome
+from billing_core.api.registry import TextAnswer
+from billing_core.errors import ApiError, ErrorCode
+from billing_core.services.spool import ReplayReport, ReplayVerdict, Spool
+from fastagi import contract
+from fastagi.messages import AGIAnswer, AGIRequest
+
+log = structlog.get_logger(__name__)
+
+
+def failure_result(script: str) -> str:
+    """What CALLGATE_RESULT says when a script could not run at all."""
+    return contract.RESULT_FAILED if script == contract.SCRIPT_CALL_FINISH else contract.RESULT_DECLINED
+
+
+def _blank(script: str) -> dict[str, str]:
+    names = contract.COMMON_VARIABLES + contract.SCRIPT_VARIABLES.get(script, ())
+    return dict.fromkeys(names, "")
+
+
+def answer_for_error(script: str, error: ApiError) -> AGIAnswer:
+    variables = _blank(script)
+    result = failure_result(script)
+    variables[contract.VAR_RESULT] = result
+    variables[contract.VAR_ERROR] = error.code.value
+    variables[contract.VAR_ANSWER] = f"{result} {error.code.value}"
+    return AGIAnswer(variables)
+
+
+def answer_for_text(script: str, text: TextAnswer) -> AGIAnswer:
+    variables = _blank(script)
+    variables[contract.VAR_RESULT] = text.result
+    variables[contract.VAR_ERROR] = text.error
+    variables[contract.VAR_ANSWER] = text.text
+    allowed = set(variables)
+    for name, value in text.fields.items():
+        if name in allowed:
+            variables[name] = value
+    return AGIAnswer(variables)
+
+
+def answer_for_outcome(script: str, outcome: Outcome) -> AGIAnswer:
+    if outcome.error is not None:
+        return answer_for_error(script, outcome.error)
+    if isinstance(outcome.value, TextAnswer):
+        return answer_for_text(script, outcome.value)
+    # Every FastAGI script is a text method; anything else is a programming error.
+    log.error("agi.unexpected_value", script=script, kind=type(outcome.value).__name__)
+    return answer_for_error(script, ApiError(ErrorCode.E_LUA_EXCEPTION))
+
+
+class AGIBridge:
+    """The FastAGI server's dispatcher: script name = registry method name."""
+
+    def __init__(self, dispatcher: Dispatcher, spool: Spool | None = None) -> None:
+        self.dispatcher = dispatcher
+        self.spool = spool
+
+    async def __call__(self, request: AGIRequest) -> AGIAnswer:
+        script = request.script
+        if script not in contract.SCRIPTS:
+            log.warning("agi.unknown_script", script=script[:64], peer=request.peer_ip)
+            return answer_for_error(
+                script, ApiError(ErrorCode.E_UNKNOWN_METHOD, f"unknown script {script[:64]}")
+            )
+        args = dict(request.args)
+        outcome = await self.dispatcher.call(script, args, _credentials(request))
+        if self._must_spool(script, outcome):
+            return self._spool(request, args)
+        return answer_for_outcome(script, outcome)
+
+    def _must_spool(self, script: str, outcome: Outcome) -> bool:
+        return (
+            self.spool is not None
+            and script == contract.SCRIPT_CALL_FINISH
+            and outcome.error is not None
+            and outcome.error.code is ErrorCode.E_SQL_ERROR
+        )
+
+    def _spool(self, request: AGIRequest, args: dict[str, str]) -> AGIAnswer:
+        assert self.spool is not None
+        self.spool.append(
+            {"method": request.script, "args": args, "peer_ip": request.peer_ip, "call_uid": request.uniqueid}
+        )
+        log.warning("agi.call_finish_spooled", call_uid=request.uniqueid, peer=request.peer_ip)
+        variables = _blank(request.script)
+        variables[contract.VAR_RESULT] = contract.RESULT_SPOOLED
+        variables[contract.VAR_ERROR] = ErrorCode.E_SQL_ERROR.value
+        variables[contract.VAR_ANSWER] = f"{contract.RESULT_SPOOLED} {ErrorCode.E_SQL_ERROR.value}"
+        return AGIAnswer(variables)
+
+    async def replay_spool(self) -> ReplayReport | None:
+        """Apply spooled callFinish requests through the registry, oldest first."""
+        if self.spool is None:
+            return None
+        return await self.spool.replay(self._replay_one)
+
+    async def _replay_one(self, item: dict[str, object]) -> str:
+        args = item.get("args")
+        if not isinstance(args, dict):
+            return ReplayVerdict.FAILED
+        cred = Credentials(
+            peer_ip=str(item.get("peer_ip", "")),
+            transport="agi",
+            apikey=None,
+            call_uid=str(item.get("call_uid") or "") or None,
+        )
+        outcome = await self.dispatcher.call(str(item.get("method")), {str(k): str(v) for k, v in args.items()}, cred)
+        if outcome.error is None:
+            log.info("agi.spool_replayed", call_uid=cred.call_uid)
+            return ReplayVerdict.DONE
+        if outcome.error.code is ErrorCode.E_SQL_ERROR:
+            return ReplayVerdict.RETRY
+        log.error("agi.spool_rejected", call_uid=cred.call_uid, error=outcome.error.code.value)
+        return ReplayVerdict.FAILED
+
+
+def _credentials(request: AGIRequest) -> Credentials:
+    return Credentials(
+        peer_ip=request.peer_ip,
+        transport="agi",
+        apikey=None,
+        call_uid=request.uniqueid or None,
+    )

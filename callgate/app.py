@@ -26,7 +26,7 @@ from billing_core.services.container import Services
 from billing_core.services.spool import Spool
 from callgate.logging_setup import configure_logging
 from fastagi.bridge import AGIBridge
-from fastagi.server import start_server
+from fastagi.server import FastAGIServer, ServerConfig
 
 log = structlog.get_logger(__name__)
 
@@ -62,7 +62,10 @@ async def run_worker(settings: Settings, *, migrate: bool, reuse_port: bool) -> 
         await bootstrap(services.db)
     dispatcher = Dispatcher(services)
     bridge = AGIBridge(dispatcher, Spool(settings.spool_dir))
-    agi = await start_server(bridge, settings.agi_host, settings.agi_port, reuse_port=reuse_port)
+    # The bridge bounds each registry call (and spools a callFinish that overruns) well
+    # inside the server's own dispatch limit, so the server's limit is only a backstop.
+    agi = FastAGIServer(bridge, ServerConfig(dispatch_timeout_s=bridge.timeout_s * 2))
+    await agi.start(settings.agi_host, settings.agi_port, reuse_port=reuse_port)
     http = await start_http(dispatcher, settings.http_host, settings.http_port, reuse_port=reuse_port)
     log.info(
         "callgate.serving",
@@ -83,7 +86,7 @@ async def run_worker(settings: Settings, *, migrate: bool, reuse_port: bool) -> 
                 task.cancel()
     finally:
         log.info("callgate.stopping")
-        agi.close()
+        agi.close()  # stop listening; sessions already dispatched finish (a callFinish is a CDR)
         await agi.wait_closed()
         await http.cleanup()
         await services.close()

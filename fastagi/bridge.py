@@ -16,6 +16,8 @@ callgate fails closed.
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 
 from billing_core.api.dispatch import Credentials, Dispatcher, Outcome
@@ -72,9 +74,10 @@ def answer_for_outcome(script: str, outcome: Outcome) -> AGIAnswer:
 class AGIBridge:
     """The FastAGI server's dispatcher: script name = registry method name."""
 
-    def __init__(self, dispatcher: Dispatcher, spool: Spool | None = None) -> None:
+    def __init__(self, dispatcher: Dispatcher, spool: Spool | None = None, *, timeout_s: float = 4.0) -> None:
         self.dispatcher = dispatcher
         self.spool = spool
+        self.timeout_s = timeout_s
 
     async def __call__(self, request: AGIRequest) -> AGIAnswer:
         script = request.script
@@ -84,7 +87,13 @@ class AGIBridge:
                 script, ApiError(ErrorCode.E_UNKNOWN_METHOD, f"unknown script {script[:64]}")
             )
         args = dict(request.args)
-        outcome = await self.dispatcher.call(script, args, _credentials(request))
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                outcome = await self.dispatcher.call(script, args, _credentials(request))
+        except TimeoutError:
+            # A store that hangs is an unavailable store: decline, or spool a callFinish.
+            log.warning("agi.dispatch_timeout", script=script, timeout_s=self.timeout_s)
+            outcome = Outcome(error=ApiError(ErrorCode.E_SQL_ERROR, "backend timed out"))
         if self._must_spool(script, outcome):
             return self._spool(request, args)
         return answer_for_outcome(script, outcome)

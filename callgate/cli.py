@@ -23,7 +23,7 @@ from billing_core.cache.keys import NAMESPACES, NS_RATING
 from billing_core.config import Settings
 from billing_core.errors import ApiError
 from billing_core.services.container import Services
-from billing_core.services.directions import import_directions, read_directions_csv
+from billing_core.services.directions import DirectionsFileError, import_directions, read_directions_csv
 from billing_core.services.keys import AUTH_METHODS, add_key, list_keys
 from callgate.logging_setup import configure_logging
 
@@ -63,8 +63,8 @@ async def _directions_import(services: Services, path: str) -> int:
     rows = read_directions_csv(path)
     report = await import_directions(services.db, rows)
     await services.cache.invalidate(NS_RATING)
-    print(report)
-    return 0 if not getattr(report, "rejected", None) else 1
+    print(report.summary())
+    return 0 if report.ok else 1
 
 
 async def _bans(services: Services, args: argparse.Namespace) -> int:
@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ApiError as exc:
         print(f"error: {exc.code.value}: {exc.detail}", file=sys.stderr)
         return 2
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, DirectionsFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -63,10 +63,18 @@ class MemoryBackend:
 class RedisBackend:
     name = "redis"
 
-    def __init__(self, url: str, *, timeout_s: float = 0.5) -> None:
-        self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=10
+    def __init__(self, url: str, *, timeout_s: float = 0.5, max_connections: int = 64) -> None:
+        # A blocking pool: a burst of decisions waits (bounded) for a connection instead of
+        # failing with MaxConnectionsError, which would read as "Redis is down".
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            health_check_interval=10,
         )
+        self._redis = aioredis.Redis(connection_pool=pool)
         self._lost_bumps = False
         self._healthy = True
 
@@ -116,7 +124,7 @@ class RedisBackend:
             self._failed("set", exc)
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._redis.aclose(close_connection_pool=True)
 
 
 def create_backend(redis_url: str | None) -> CacheBackend:

@@ -140,6 +140,7 @@ routes = Table(
     Column("enabled", Boolean, nullable=False, server_default="1"),
     Column("owner", String(32), nullable=False),
     Column("is_default", Boolean, nullable=False, server_default="0"),
+    UniqueConstraint("owner", "route", name="uq_routes_owner_route"),  # addRoute: names unique per owner
 )
 
 bill_types = Table(
@@ -167,6 +168,7 @@ tariffs = Table(
     Column("did_multiplier", Numeric(12, 6), nullable=False, server_default="1"),
     Column("description", String(512), nullable=False, server_default=""),
     Column("owner", String(32), nullable=False),
+    UniqueConstraint("owner", "name", name="uq_tariffs_owner_name"),  # addRates: names unique per owner
     CheckConstraint("switch_price >= 0", name="switch_price_not_negative"),
     CheckConstraint("multiplier >= 0", name="multiplier_not_negative"),
 )
@@ -289,6 +291,9 @@ reservations = Table(
     Column("state", String(8), nullable=False, server_default="open"),  # open, settled, expired
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
+    # The rating locked in at callPrepare (JSON, billing_core.services.rating.Rating):
+    # callFinish charges at it, so a tariff or route edit mid-call cannot overrun the hold.
+    Column("rating", Text, nullable=True),
     UniqueConstraint("call_uid", "prior", name="uq_reservations_call"),
     CheckConstraint("amount >= 0", name="amount_not_negative"),
     Index("ix_reservations_open", "account_id", "state"),

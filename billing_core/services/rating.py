@@ -1,12 +1,447 @@
-"""Rating engine (placeholder until the rating work lands)."""
+"""Rating: which direction a number belongs to, which tariff entry serves it, what it costs.
+
+Rating never moves money (that is billing_core.services.ledger). Everything it reads —
+directions, tariffs with their entries and routes, bill types, currencies — lives in the
+NS_RATING cache namespace as JSON snapshots; decoding a snapshot builds the in-memory
+index once per process and cache generation, so a warm decision costs no database query.
+The rules are written out in docs/billing.md.
+
+Public API (other modules use only this):
+- pure arithmetic: `billed_seconds`, `call_cost`, `reserve_amount`, `max_call_time`
+- `Rating` (what a call is charged at; JSON round-trip, stored on the reservation)
+- `RatingEngine(db, cache)`: `resolve_direction`, `route_candidates`, `tariff`,
+  `bill_type`, `eur_course`, `rate`
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import structlog
+from sqlalchemy import select
+
+from billing_core.cache.keys import NS_RATING
 from billing_core.cache.readthrough import ReadThroughCache
 from billing_core.db.engine import Database
+from billing_core.db.tables import bill_types, currencies, directions, routes, tariff_entries, tariffs
+from billing_core.errors import ApiError, ErrorCode
+from billing_core.money import ZERO, quantize_money, quantize_money_up
+
+log = structlog.get_logger(__name__)
+
+Generations = dict[str, int] | None
+T = TypeVar("T")
+
+SECONDS_PER_MINUTE = 60
+INTERNAL = "internal"  # direction and route name of a call to a local SIP extension
+
+
+# ---------------------------------------------------------------------------
+# Pure arithmetic (no I/O; property-tested in tests/test_rating_properties.py)
+# ---------------------------------------------------------------------------
+
+
+def billed_seconds(length_s: int, *, step: int, free_threshold: int) -> int:
+    """Seconds charged for a call of `length_s`: 0 up to the free threshold, else whole steps."""
+    if length_s <= 0 or length_s <= free_threshold:
+        return 0
+    return -(-length_s // step) * step
+
+
+def _exact_cost(billed_s: int, price_per_minute: Decimal, switch_price: Decimal) -> Decimal:
+    if billed_s <= 0:
+        return ZERO
+    return price_per_minute * billed_s / SECONDS_PER_MINUTE + switch_price
+
+
+def call_cost(billed_s: int, *, price_per_minute: Decimal, switch_price: Decimal) -> Decimal:
+    """The charge for `billed_s` seconds (connection fee included), rounded once, half up."""
+    return quantize_money(_exact_cost(billed_s, price_per_minute, switch_price))
+
+
+def reserve_amount(billed_s: int, *, price_per_minute: Decimal, switch_price: Decimal) -> Decimal:
+    """The hold for `billed_s` seconds: the same cost rounded up, so it covers the charge."""
+    return quantize_money_up(_exact_cost(billed_s, price_per_minute, switch_price))
+
+
+def max_call_time(
+    *,
+    price_per_minute: Decimal,
+    switch_price: Decimal,
+    step: int,
+    free_threshold: int,
+    available: Decimal,
+    cap_s: int,
+) -> int | None:
+    """The longest call (seconds) whose reserved cost fits in `available`, or None.
+
+    Candidates are multiples of `step` up to `cap_s` rounded down to a step; a cap
+    shorter than one step is used as it is (it bills one step). A cost of zero always
+    fits. Cost grows with length, so a binary search over the step count is exact.
+    """
+    if step <= 0 or cap_s <= 0:
+        return None
+
+    def fits(length_s: int) -> bool:
+        billed = billed_seconds(length_s, step=step, free_threshold=free_threshold)
+        amount = reserve_amount(billed, price_per_minute=price_per_minute, switch_price=switch_price)
+        return amount == ZERO or amount <= available
+
+    if cap_s < step:
+        return cap_s if fits(cap_s) else None
+    high = cap_s // step
+    if fits(high * step):
+        return high * step
+    low = 0  # invariant: low == 0 or fits(low·step); not fits(high·step)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if fits(middle * step):
+            low = middle
+        else:
+            high = middle
+    return low * step if low > 0 else None
+
+
+# ---------------------------------------------------------------------------
+# Records
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Direction:
+    id: int
+    code: str
+    name: str
+    min_len: int
+    max_len: int
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    id: int
+    route: str
+    prefix: str
+    enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Tariff:
+    id: int
+    name: str
+    bill_type: str
+    is_option: bool
+    switch_price: Decimal
+    multiplier: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class BillType:
+    name: str
+    free_threshold: int
+    step: int
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One tariff entry (a direction's price on one route at one priority)."""
+
+    id: int
+    tariff_id: int
+    direction_id: int
+    cost: Decimal  # per minute, EUR, before the tariff multiplier
+    priority: int
+    route: Route
+
+
+@dataclass(frozen=True, slots=True)
+class Rating:
+    """What one call attempt is charged at. Locked in by callPrepare (stored as JSON on the
+    reservation) and used by callFinish, so catalog edits during the call change nothing."""
+
+    destination: str
+    direction_id: int | None
+    direction: str
+    route_id: int | None
+    route: str
+    prefix: str
+    tariff_id: int | None
+    price_per_minute: Decimal
+    switch_price: Decimal
+    step: int
+    free_threshold: int
+    internal: bool = False
+
+    def billed(self, length_s: int) -> int:
+        return billed_seconds(length_s, step=self.step, free_threshold=self.free_threshold)
+
+    def cost(self, billed_s: int) -> Decimal:
+        return call_cost(billed_s, price_per_minute=self.price_per_minute, switch_price=self.switch_price)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["price_per_minute"] = str(self.price_per_minute)
+        data["switch_price"] = str(self.switch_price)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Rating:
+        return cls(
+            **{
+                **data,
+                "price_per_minute": Decimal(data["price_per_minute"]),
+                "switch_price": Decimal(data["switch_price"]),
+            }
+        )
+
+    @classmethod
+    def for_internal(cls, destination: str) -> Rating:
+        return cls(destination, None, INTERNAL, None, INTERNAL, "", None, ZERO, ZERO, 1, 0, internal=True)
+
+
+# ---------------------------------------------------------------------------
+# Snapshots (JSON in the cache) and the indexes decoded from them
+# ---------------------------------------------------------------------------
+
+
+class DirectionIndex:
+    """Longest-prefix lookup: a dict code → direction, probed once per distinct code length."""
+
+    def __init__(self, rows: Sequence[Sequence[Any]]) -> None:
+        self.rows = [list(r) for r in rows]
+        self.by_code = {str(r[1]): Direction(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4])) for r in rows}
+        self.lengths = sorted({len(code) for code in self.by_code}, reverse=True)
+
+    def longest_prefix(self, number: str) -> Direction | None:
+        size = len(number)
+        for length in self.lengths:
+            if length > size:
+                continue
+            found = self.by_code.get(number[:length])
+            if found is not None and found.min_len <= size <= found.max_len:
+                return found
+        return None
+
+    def to_json(self) -> list[list[Any]]:
+        return self.rows
+
+
+class TariffIndex:
+    """A tariff and its entries grouped by direction, each group by (priority, id)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        t = data["tariff"]
+        self.tariff = Tariff(
+            int(t["id"]), t["name"], t["bill_type"], bool(t["is_option"]),
+            Decimal(t["switch_price"]), Decimal(t["multiplier"]),
+        )  # fmt: skip
+        groups: dict[int, list[Entry]] = defaultdict(list)
+        for e in data["entries"]:
+            route = Route(int(e["route_id"]), e["route"], e["prefix"], bool(e["enabled"]))
+            entry = Entry(
+                int(e["id"]), self.tariff.id, int(e["direction_id"]), Decimal(e["cost"]), int(e["priority"]), route
+            )
+            groups[entry.direction_id].append(entry)
+        self.by_direction = {d: sorted(g, key=lambda x: (x.priority, x.id)) for d, g in groups.items()}
+
+    def enabled_entries(self, direction_id: int) -> list[Entry]:
+        return [e for e in self.by_direction.get(direction_id, ()) if e.route.enabled]
+
+    def to_json(self) -> dict[str, Any]:
+        return self.data
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """The small tables: bill types by name and currency courses by code."""
+
+    bill_types: dict[str, BillType]
+    eur_courses: dict[str, Decimal]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bill_types": [[b.name, b.free_threshold, b.step] for b in self.bill_types.values()],
+            "currencies": {code: str(course) for code, course in self.eur_courses.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Catalog:
+        return cls(
+            {name: BillType(name, int(free), int(step)) for name, free, step in data["bill_types"]},
+            {code: Decimal(course) for code, course in data["currencies"].items()},
+        )
+
+
+def _prefixes(number: str) -> list[str]:
+    return [number[:n] for n in range(1, len(number) + 1)]
 
 
 class RatingEngine:
+    """Reads the rating catalog through the cache; decides no money."""
+
     def __init__(self, db: Database, cache: ReadThroughCache) -> None:
         self.db = db
         self.cache = cache
+        # One loader per key at a time in this process: a burst of calls on a cold cache
+        # loads a snapshot once instead of once per call.
+        self._loading: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def _lookup(
+        self,
+        gens: Generations,
+        key: str,
+        load: Callable[[], Awaitable[Any]],
+        decode: Callable[[Any], T],
+        encode: Callable[[T], Any],
+    ) -> T | None:
+        if gens is None:  # cache backend down: straight to the database, nothing shared
+            return await self.cache.lookup(gens, NS_RATING, key, load, decode=decode, encode=encode)
+        async with self._loading[key]:
+            return await self.cache.lookup(gens, NS_RATING, key, load, decode=decode, encode=encode)
+
+    # -- directions ---------------------------------------------------------
+
+    async def resolve_direction(self, gens: Generations, number: str) -> Direction | None:
+        """The direction whose code is the longest prefix of `number` (digits) among those
+        whose min_len ≤ len(number) ≤ max_len; None if there is none."""
+
+        async def load() -> list[list[Any]]:
+            query = select(
+                directions.c.id, directions.c.code, directions.c.direction, directions.c.min_len, directions.c.max_len
+            )
+            if gens is None:  # not shared with anyone: load only the candidate prefixes
+                query = query.where(directions.c.code.in_(_prefixes(number)))
+            async with self.db.begin() as conn:
+                rows = (await conn.execute(query)).all()
+            return [list(row) for row in rows]
+
+        index = await self._lookup(gens, "directions", load, DirectionIndex, DirectionIndex.to_json)
+        return None if index is None else index.longest_prefix(number)
+
+    # -- tariffs ------------------------------------------------------------
+
+    async def _tariff_index(
+        self, gens: Generations, tariff_id: int, direction_id: int | None = None
+    ) -> TariffIndex | None:
+        async def load() -> dict[str, Any] | None:
+            entries_query = (
+                select(tariff_entries, routes.c.route, routes.c.prefix, routes.c.enabled)
+                .join(routes, routes.c.id == tariff_entries.c.route_id)
+                .where(tariff_entries.c.tariff_id == tariff_id)
+            )
+            if gens is None and direction_id is not None:
+                entries_query = entries_query.where(tariff_entries.c.direction_id == direction_id)
+            async with self.db.begin() as conn:
+                t = (await conn.execute(select(tariffs).where(tariffs.c.id == tariff_id))).first()
+                if t is None:
+                    return None
+                rows = (await conn.execute(entries_query)).all()
+            return {
+                "tariff": {
+                    "id": t.id, "name": t.name, "bill_type": t.bill_type, "is_option": bool(t.is_option),
+                    "switch_price": str(t.switch_price), "multiplier": str(t.multiplier),
+                },
+                "entries": [
+                    {
+                        "id": r.id, "direction_id": r.direction_id, "cost": str(r.cost), "priority": r.priority,
+                        "route_id": r.route_id, "route": r.route, "prefix": r.prefix, "enabled": bool(r.enabled),
+                    }
+                    for r in rows
+                ],
+            }  # fmt: skip
+
+        return await self._lookup(gens, f"tariff:{tariff_id}", load, TariffIndex, TariffIndex.to_json)
+
+    async def tariff(self, gens: Generations, tariff_id: int) -> Tariff | None:
+        index = await self._tariff_index(gens, tariff_id)
+        return None if index is None else index.tariff
+
+    async def route_candidates(
+        self, gens: Generations, tariff_id: int, option_ids: Sequence[int], direction_id: int
+    ) -> list[Entry]:
+        """The entries that may serve `direction_id`, failover order (priority, then id).
+
+        Active options (tariffs with is_option, in ascending id) are consulted before the
+        base tariff; the first one with at least one enabled entry for the direction
+        supplies the whole list (override, not merge). Entries on disabled routes are left
+        out, so they take no priority slot. Each entry's `tariff_id` names its supplier.
+        """
+        _, entries = await self._supplier(gens, tariff_id, option_ids, direction_id)
+        return entries
+
+    async def _supplier(
+        self, gens: Generations, tariff_id: int, option_ids: Sequence[int], direction_id: int
+    ) -> tuple[Tariff | None, list[Entry]]:
+        for option_id in sorted(set(option_ids)):
+            option = await self._tariff_index(gens, option_id, direction_id)
+            if option is None or not option.tariff.is_option:
+                continue
+            found = option.enabled_entries(direction_id)
+            if found:
+                return option.tariff, found
+        base = await self._tariff_index(gens, tariff_id, direction_id)
+        return (None, []) if base is None else (base.tariff, base.enabled_entries(direction_id))
+
+    # -- bill types and currencies -------------------------------------------
+
+    async def _catalog(self, gens: Generations) -> Catalog:
+        async def load() -> dict[str, Any]:
+            async with self.db.begin() as conn:
+                types = (await conn.execute(select(bill_types))).all()
+                courses = (await conn.execute(select(currencies.c.currency, currencies.c.eur_course))).all()
+            return {
+                "bill_types": [[b.type, b.free_threshold, b.step] for b in types],
+                "currencies": {c.currency: str(c.eur_course) for c in courses},
+            }
+
+        found = await self._lookup(gens, "catalog", load, Catalog.from_json, Catalog.to_json)
+        return found if found is not None else Catalog({}, {})
+
+    async def bill_type(self, gens: Generations, name: str) -> BillType | None:
+        return (await self._catalog(gens)).bill_types.get(name)
+
+    async def eur_course(self, gens: Generations, currency: str) -> Decimal | None:
+        """Units of `currency` per 1 EUR, or None for an unknown currency."""
+        return (await self._catalog(gens)).eur_courses.get(currency)
+
+    # -- the decision -------------------------------------------------------
+
+    async def rate(
+        self, gens: Generations, *, tariff_id: int | None, option_ids: Sequence[int], number: str, prior: int
+    ) -> Rating:
+        """Rate `number` (digits, not a local extension) on the `prior`-th route candidate.
+
+        Raises ApiError(E_UNROUTABLE) when there is no tariff, no direction, no candidate
+        left at that priority, or the supplying tariff names an unknown bill type.
+        """
+        if tariff_id is None:
+            raise ApiError(ErrorCode.E_UNROUTABLE, "no tariff")
+        direction = await self.resolve_direction(gens, number)
+        if direction is None:
+            raise ApiError(ErrorCode.E_UNROUTABLE, "no direction for this number")
+        supplier, candidates = await self._supplier(gens, tariff_id, option_ids, direction.id)
+        if supplier is None or prior > len(candidates):
+            raise ApiError(ErrorCode.E_UNROUTABLE, "no route left at this priority")
+        entry = candidates[prior - 1]
+        bill_type = await self.bill_type(gens, supplier.bill_type)
+        if bill_type is None:
+            log.error("rating.unknown_bill_type", tariff_id=supplier.id, bill_type=supplier.bill_type)
+            raise ApiError(ErrorCode.E_UNROUTABLE, "tariff misconfigured")
+        return Rating(
+            destination=number,
+            direction_id=direction.id,
+            direction=direction.name,
+            route_id=entry.route.id,
+            route=entry.route.route,
+            prefix=entry.route.prefix,
+            tariff_id=supplier.id,
+            price_per_minute=entry.cost * supplier.multiplier,
+            switch_price=supplier.switch_price,
+            step=bill_type.step,
+            free_threshold=bill_type.free_threshold,
+        )

@@ -1,1 +1,36 @@
-"""API methods: logs (see billing_core.api.registry)."""
+"""API methods: the call log (getLogs)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from billing_core.api.methods.users import caller_of
+from billing_core.api.params import Bool, Params, Str
+from billing_core.api.registry import REGISTRY, CallContext
+from billing_core.services import cdr_log
+from billing_core.services import users as users_svc
+
+
+class GetLogsParams(Params):
+    limit: Annotated[int, Field(ge=1, le=cdr_log.MAX_LIMIT)] = 100
+    only_completed: Bool = False
+    resolve_info: Bool = False
+    user: Str | None = None  # a user the caller reaches; default: the actor
+
+
+@REGISTRY.method("getLogs", level=1, params=GetLogsParams, returns="json")
+async def get_logs(ctx: CallContext, p: GetLogsParams) -> list[dict[str, Any]]:
+    if p.user:
+        subject = await users_svc.reachable_user(ctx.services, ctx.generations, caller_of(ctx), p.user)
+    else:
+        subject = ctx.require_actor()
+    return await cdr_log.call_log(
+        ctx.services,
+        ctx.generations,
+        subject,
+        limit=p.limit,
+        only_completed=p.only_completed,
+        resolve_info=p.resolve_info,
+    )

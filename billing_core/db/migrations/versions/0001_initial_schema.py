@@ -125,7 +125,8 @@ def upgrade() -> None:
     sa.Column('enabled', sa.Boolean(), server_default='1', nullable=False),
     sa.Column('owner', sa.String(length=32), nullable=False),
     sa.Column('is_default', sa.Boolean(), server_default='0', nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_routes'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_routes')),
+    sa.UniqueConstraint('owner', 'route', name='uq_routes_owner_route')
     )
     op.create_table('tariffs',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -141,7 +142,8 @@ def upgrade() -> None:
     sa.Column('owner', sa.String(length=32), nullable=False),
     sa.CheckConstraint('multiplier >= 0', name=op.f('ck_tariffs_multiplier_not_negative')),
     sa.CheckConstraint('switch_price >= 0', name=op.f('ck_tariffs_switch_price_not_negative')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_tariffs'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_tariffs')),
+    sa.UniqueConstraint('owner', 'name', name='uq_tariffs_owner_name')
     )
     op.create_table('did_rules',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -266,6 +268,7 @@ def upgrade() -> None:
     sa.Column('state', sa.String(length=8), server_default='open', nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('rating', sa.Text(), nullable=True),
     sa.CheckConstraint('amount >= 0', name=op.f('ck_reservations_amount_not_negative')),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_reservations_account_id_accounts')),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_reservations_user_id_users')),

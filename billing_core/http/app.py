@@ -1,0 +1,195 @@
+"""The HTTP shim: Narayana Billing API 2.2 over aiohttp, a thin transport.
+
+Routes:
+- GET|POST /billing/api/{version}/{key}/{method} — the API. Arguments are the query
+  string and the body (form, multipart or a JSON object of scalars; the body wins over
+  the query, the last of repeated fields wins; see billing_core.http.form for the limits).
+  The shim checks only the version (2.2, else 400 E_INCORRECT_API_VERSION) and builds
+  `Credentials(peer_ip, "http", apikey)`; the dispatcher authenticates, authorizes and
+  validates. The answer's form and status: billing_core.http.answers.
+- GET /healthz — 200 "ok" when the database answers SELECT 1 within 1 s, else 503.
+- GET /metrics — Prometheus exposition (billing_core.http.metrics).
+- anything else — 404 (405 for a verb other than GET/POST), JSON envelope E_UNKNOWN_METHOD.
+
+Logging: one `http.request` event per request with the API method, HTTP verb, status,
+error code, peer and duration; never the path (it holds the API key) nor the query
+string or body (they hold passwords). aiohttp's access log is off, and its server logger
+(which quotes the raw request line of unparseable requests) is replaced by one that
+keeps only the exception type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from sqlalchemy import text
+
+from billing_core.api.dispatch import Credentials, Dispatcher
+from billing_core.errors import ApiError, ErrorCode
+from billing_core.http import answers, metrics
+from billing_core.http.form import MAX_BODY_BYTES, BadInput, request_arguments
+
+log = structlog.get_logger(__name__)
+
+API_VERSION = "2.2"
+API_PREFIX = "/billing/api/"
+API_ROUTE = API_PREFIX + "{version}/{key}/{method}"
+HEALTH_TIMEOUT_S = 1.0
+
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+
+
+@dataclass(slots=True)
+class _Trace:
+    """What the request log line and the metrics say about one API request."""
+
+    method: str = metrics.UNKNOWN_METHOD
+    result: str = "ok"
+
+
+TRACE = web.RequestKey("trace", _Trace)
+
+
+async def _api(request: web.Request) -> web.StreamResponse:
+    dispatcher = request.app[DISPATCHER]
+    trace = request[TRACE]
+    method = request.match_info["method"]
+    if dispatcher.registry.get(method) is not None:
+        trace.method = method
+    if request.match_info["version"] != API_VERSION:
+        error = ApiError(ErrorCode.E_INCORRECT_API_VERSION, f"this server speaks version {API_VERSION}")
+        trace.result = error.code.value
+        return answers.error_response(error)
+    raw = await request_arguments(request)
+    cred = Credentials(peer_ip=request.remote or "", transport="http", apikey=request.match_info["key"])
+    outcome = await dispatcher.call(method, raw, cred)
+    trace.result = answers.result_label(outcome)
+    plain = outcome.key is not None and outcome.key.auth_by in dispatcher.services.settings.plain_auth_by
+    return answers.render(outcome, plain=plain)
+
+
+async def _healthz(request: web.Request) -> web.StreamResponse:
+    db = request.app[DISPATCHER].services.db
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT_S):
+            async with db.begin(timeout_s=HEALTH_TIMEOUT_S) as conn:
+                await conn.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure means "not healthy"; the type is enough to log
+        log.warning("http.health_failed", error=type(exc).__name__)
+        return web.Response(status=503, text="unavailable")
+    return web.Response(text="ok")
+
+
+async def _metrics(_request: web.Request) -> web.StreamResponse:
+    body, content_type = metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+def _http_error(exc: web.HTTPException) -> web.Response:
+    """Routing and protocol errors (404, 405, 413 …) in the API's JSON envelope."""
+    code = ErrorCode.E_UNKNOWN_METHOD if exc.status in (404, 405) else ErrorCode.E_INVALID_ARGUMENT
+    response = answers.error_response(ApiError(code, exc.reason), status=exc.status)
+    if exc.status == 405 and "Allow" in exc.headers:
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response
+
+
+def _where(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+
+
+@web.middleware
+async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes an envelope (never a traceback); one log line per request."""
+    trace = _Trace()
+    request[TRACE] = trace
+    started = time.perf_counter()
+    response: web.StreamResponse
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = _http_error(exc)
+        trace.result = ErrorCode.E_UNKNOWN_METHOD.value if exc.status in (404, 405) else "bad_request"
+    except BadInput as exc:
+        response = answers.error_response(ApiError(ErrorCode.E_INVALID_ARGUMENT, exc.detail), status=exc.status)
+        trace.result = ErrorCode.E_INVALID_ARGUMENT.value
+    except Exception as exc:
+        # The message may quote input; log where it happened, not what it said.
+        log.error("http.unexpected_error", error=type(exc).__name__, at=_where(exc))
+        response = answers.error_response(ApiError(ErrorCode.E_LUA_EXCEPTION), status=500)
+        trace.result = ErrorCode.E_LUA_EXCEPTION.value
+    duration = time.perf_counter() - started
+    if request.path.startswith(API_PREFIX) or response.status == 404:
+        metrics.observe(trace.method, trace.result, duration)
+    log.info(
+        "http.request",
+        method=trace.method,
+        verb=request.method,
+        status=response.status,
+        error=None if trace.result == "ok" else trace.result,
+        peer=request.remote,
+        duration_ms=round(duration * 1000, 2),
+    )
+    return response
+
+
+def build_app(dispatcher: Dispatcher) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_guard])
+    app[DISPATCHER] = dispatcher
+    # add_route, not add_get: add_get would also answer HEAD by running the method.
+    app.router.add_route("GET", API_ROUTE, _api)
+    app.router.add_route("POST", API_ROUTE, _api)
+    app.router.add_route("GET", "/healthz", _healthz)
+    app.router.add_route("GET", "/metrics", _metrics)
+    return app
+
+
+class _RedactRequestLine(logging.Filter):
+    """aiohttp's server logger quotes the raw request line (API key, passwords) when it
+    cannot parse a request: re-emit such records as a structlog event with the exception
+    type only, and drop the original."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        event = "http.server_error" if record.levelno >= logging.WARNING else "http.server_debug"
+        fields = {"detail": record.getMessage()[:200], "error": type(exc).__name__ if exc else None}
+        if record.levelno >= logging.WARNING:
+            log.warning(event, **fields)
+        else:
+            log.debug(event, **fields)
+        return False
+
+
+_server_logger = logging.getLogger("billing_core.http.server")
+_server_logger.addFilter(_RedactRequestLine())
+
+
+async def start_http(dispatcher: Dispatcher, host: str, port: int, *, reuse_port: bool = False) -> web.AppRunner:
+    """Serve the shim on host:port (0 = any free port, see `bound_port`); returns the
+    started runner, to be stopped with `await runner.cleanup()`."""
+    runner = web.AppRunner(build_app(dispatcher), access_log=None, logger=_server_logger)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    log.info("http.listening", host=host, port=bound_port(runner))
+    return runner
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    """The port the runner's first listening socket is bound to."""
+    addresses = runner.addresses
+    if not addresses:
+        raise RuntimeError("the HTTP runner is not listening")
+    return int(addresses[0][1])

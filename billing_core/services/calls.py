@@ -1,0 +1,389 @@
+"""Call control: callPrepare (rate, then hold the money) and callFinish (charge, write the CDR).
+
+Rating comes from billing_core.services.rating (through the cache, before any
+transaction: a cache miss must never wait for the connection a transaction holds);
+money moves only through billing_core.services.ledger, inside ONE transaction per
+decision that starts by locking the account row. The rules are in docs/billing.md.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, Decimal
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from billing_core.config import SYSTEM_CURRENCY
+from billing_core.db.tables import cdrs
+from billing_core.errors import ApiError, ErrorCode
+from billing_core.money import ZERO, format_money, to_display
+from billing_core.records import ExtensionRecord, KeyRecord, UserRecord
+from billing_core.services import ledger
+from billing_core.services.container import Services
+from billing_core.services.ledger import expire_reservations, run_expiry_loop
+from billing_core.services.rating import Rating, max_call_time, reserve_amount
+
+log = structlog.get_logger(__name__)
+
+__all__ = [
+    "CallAnswer",
+    "Caller",
+    "Finish",
+    "call_uid_for",
+    "expire_reservations",  # the reservation sweeper lives with the ledger, re-exported
+    "find_caller",
+    "finish_call",
+    "is_answered",
+    "normalize_destination",
+    "prepare_call",
+    "reported_length",
+    "run_expiry_loop",
+]
+
+Generations = dict[str, int] | None
+
+ACTIVE = 1
+EXTERNAL_BLOCKED = 2  # users.active = 2: internal calls only; every other value but 1 blocks all
+ANSWERED = "ANSWER"
+DIAL_STATUSES = frozenset(
+    {"ANSWER", "BUSY", "NOANSWER", "CANCEL", "CONGESTION", "CHANUNAVAIL", "DONTCALL", "TORTURE", "INVALIDARGS"}
+)
+_CODED_STATUS = re.compile(r"(\d{1,3})([A-Za-z]+)")  # the spec's form: 0CANCEL, 200ANSWER
+_NUMBER = re.compile(r"\+?(\d{1,32})")
+MAX_CALL_UID = 64
+NO_PITCH = -1
+
+
+# -- input -------------------------------------------------------------------
+
+
+def normalize_destination(raw: str) -> str:
+    """Digits only (a leading '+' is dropped); anything else is E_INVALID_ARGUMENT."""
+    match = _NUMBER.fullmatch(raw.strip())
+    if match is None:
+        raise ApiError(ErrorCode.E_INVALID_ARGUMENT, "destination must be digits, optionally after '+'")
+    return match.group(1)
+
+
+def is_answered(status: str) -> bool:
+    """Validate a DIALSTATUS (ANSWER, BUSY, …) or the spec's coded form (0CANCEL); True for ANSWER."""
+    word = status.upper()
+    coded = _CODED_STATUS.fullmatch(status)
+    if coded is not None:
+        word = coded.group(2).upper()
+    elif word not in DIAL_STATUSES:
+        raise ApiError(ErrorCode.E_INVALID_ARGUMENT, "status must be a DIALSTATUS or <digits><WORD>")
+    return word == ANSWERED
+
+
+def reported_length(length_s: Decimal, answered_ms: int | None) -> int:
+    """Whole seconds to bill on: ANSWEREDTIME_MS rounded up when positive (exact), else `length`."""
+    if answered_ms is not None and answered_ms > 0:
+        return -(-answered_ms // 1000)
+    return int(length_s.to_integral_value(rounding=ROUND_CEILING))
+
+
+def call_uid_for(transport_uid: str | None, call_id: str | None) -> str:
+    """The Asterisk call (agi_uniqueid), else the HTTP `call_id`, else a fresh uuid4."""
+    uid = transport_uid or call_id or uuid.uuid4().hex
+    if len(uid) > MAX_CALL_UID:
+        raise ApiError(ErrorCode.E_INVALID_ARGUMENT, "call id longer than 64 characters")
+    return uid
+
+
+# -- who calls ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    user: UserRecord
+    extension: ExtensionRecord | None
+    callerid: str
+
+    @property
+    def pitch(self) -> str:
+        return str(self.extension.sip_pitch_shift if self.extension else NO_PITCH)
+
+
+async def find_caller(
+    services: Services, gens: Generations, *, key: KeyRecord, user: UserRecord, login: str, callerid: str | None
+) -> Caller:
+    """The extension (the key's login when it authorizes by sip_extension, else the user's
+    first one) and the caller ID (argument, extension's, user's, then the login)."""
+    if key.auth_by == "sip_extension" and login:
+        extension = await services.profiles.extension(gens, login)
+    else:
+        extension = await services.profiles.first_extension_of(gens, user.id)
+    chosen = callerid or (extension.sip_callerid if extension else "") or user.callerid or login or user.username
+    return Caller(user, extension, chosen)
+
+
+# -- answers -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallAnswer:
+    """A text answer of the spec (the API layer turns it into its TextAnswer)."""
+
+    text: str
+    result: str
+    ok: bool = True
+    error: str = ""
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+def _token(value: str) -> str:
+    """A value inside a space-separated answer line: no whitespace, '-' when empty."""
+    return "".join(value.split()) or "-"
+
+
+def declined(code: ErrorCode) -> CallAnswer:
+    return CallAnswer(text=f"Declined {code.value}", result="Declined", ok=False, error=code.value)
+
+
+def allowed(caller: Caller, rating: Rating, max_time_s: int) -> CallAnswer:
+    fields = {
+        "CALLGATE_MAXTIME": str(max_time_s),
+        "CALLGATE_DESTINATION": rating.destination,
+        "CALLGATE_CALLERID": caller.callerid,
+        "CALLGATE_DIRECTION": rating.direction,
+        "CALLGATE_ROUTE_PREFIX": rating.prefix,
+        "CALLGATE_ROUTE": rating.route,
+        "CALLGATE_PITCH_RX": caller.pitch,
+        "CALLGATE_PITCH_TX": caller.pitch,
+    }
+    text = " ".join(["Allowed", *(_token(v) for v in fields.values())])
+    return CallAnswer(text=text, result="Allowed", fields=fields)
+
+
+def saved(text: str, display_cost: Decimal, currency: str) -> CallAnswer:
+    fields = {"CALLGATE_COST": format_money(display_cost), "CALLGATE_CURRENCY": currency}
+    return CallAnswer(text=text, result="Saved", fields=fields)
+
+
+# -- callPrepare -------------------------------------------------------------
+
+
+def call_cap(services: Services, caller: Caller) -> int:
+    """The shortest of the configured ceilings (0 = no cap for the user's and extension's)."""
+    caps = [services.settings.max_call_s, caller.user.allowed_call_len]
+    if caller.extension is not None:
+        caps.append(caller.extension.sip_max_call_len)
+    return min(c for c in caps if c > 0)
+
+
+async def _rate(services: Services, gens: Generations, caller: Caller, number: str, prior: int) -> Rating:
+    """Rate a call (cache only). Local extension → internal (only prior 1 exists)."""
+    if await services.profiles.extension(gens, number) is not None:
+        if prior != 1:
+            raise ApiError(ErrorCode.E_UNROUTABLE, "an internal call has one route")
+        return Rating.for_internal(number)
+    ext = caller.extension
+    tariff_id = ext.sip_rates_id if ext is not None and ext.sip_rates_id is not None else caller.user.rates_id
+    options = ext.option_ids if ext is not None else ()
+    return await services.rating.rate(gens, tariff_id=tariff_id, option_ids=options, number=number, prior=prior)
+
+
+async def prepare_call(
+    services: Services, gens: Generations, caller: Caller, *, destination: str, prior: int, call_uid: str
+) -> CallAnswer:
+    number = normalize_destination(destination)
+    active = caller.user.active
+    if active not in (ACTIVE, EXTERNAL_BLOCKED):
+        return _log_decline(ErrorCode.E_USER_LOCKED, caller, call_uid, prior)
+    try:
+        rating = await _rate(services, gens, caller, number, prior)
+    except ApiError as exc:
+        if exc.code is not ErrorCode.E_UNROUTABLE:
+            raise
+        return _log_decline(ErrorCode.E_UNROUTABLE, caller, call_uid, prior, exc.detail)
+    if active == EXTERNAL_BLOCKED and not rating.internal:
+        return _log_decline(ErrorCode.E_USER_LOCKED, caller, call_uid, prior)
+    try:
+        return await _hold(services, caller, rating, prior=prior, call_uid=call_uid)
+    except IntegrityError:
+        # The same (call_uid, prior) was reserved concurrently for another account.
+        async with services.db.begin() as conn:
+            existing = await ledger.find_reservation(conn, call_uid, prior)
+        return _replay_hold(caller, existing)
+
+
+async def _hold(services: Services, caller: Caller, rating: Rating, *, prior: int, call_uid: str) -> CallAnswer:
+    cap_s = call_cap(services, caller)
+    now = ledger.utcnow()
+    async with services.db.begin() as conn:
+        account = await ledger.lock_account(conn, caller.user.account_id)
+        existing = await ledger.find_reservation(conn, call_uid, prior)
+        if existing is not None:
+            return _replay_hold(caller, existing)
+        if rating.internal:
+            max_time_s: int | None = cap_s
+        else:
+            max_time_s = max_call_time(
+                price_per_minute=rating.price_per_minute,
+                switch_price=rating.switch_price,
+                step=rating.step,
+                free_threshold=rating.free_threshold,
+                available=await ledger.available(conn, account, now),
+                cap_s=cap_s,
+            )
+        if max_time_s is None:
+            return _log_decline(ErrorCode.E_INSUFFICIENT_MONEY, caller, call_uid, prior)
+        billed = rating.billed(max_time_s)
+        amount = reserve_amount(billed, price_per_minute=rating.price_per_minute, switch_price=rating.switch_price)
+        await ledger.reserve(
+            conn,
+            call_uid=call_uid,
+            prior=prior,
+            account_id=account.id,
+            user_id=caller.user.id,
+            amount=amount,
+            max_time_s=max_time_s,
+            expires_at=ledger.expiry_for(now, max_time_s, services.settings.reservation_grace_s),
+            rating=rating.to_json(),
+            now=now,
+        )
+    log.info(
+        "call.prepared", call_uid=call_uid, prior=prior, user=caller.user.username, direction=rating.direction,
+        route=rating.route, max_time_s=max_time_s, reserved=str(amount),
+    )  # fmt: skip
+    return allowed(caller, rating, max_time_s)
+
+
+def _replay_hold(caller: Caller, existing: ledger.Reservation | None) -> CallAnswer:
+    if existing is None or existing.rating is None or existing.account_id != caller.user.account_id:
+        raise ApiError(ErrorCode.E_DATA_ABORT, "this call id is already in use")
+    return allowed(caller, Rating.from_json(existing.rating), existing.max_time_s)
+
+
+def _log_decline(code: ErrorCode, caller: Caller, call_uid: str, prior: int, detail: str = "") -> CallAnswer:
+    log.info("call.declined", code=code.value, user=caller.user.username, call_uid=call_uid, prior=prior, detail=detail)
+    return declined(code)
+
+
+# -- callFinish --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """What the dialplan reports about one attempt."""
+
+    destination: str
+    prior: int
+    call_uid: str
+    length_s: Decimal
+    answered_ms: int | None
+    status: str
+    cause: str
+    is_did: str
+
+
+async def finish_call(services: Services, gens: Generations, caller: Caller, report: Finish) -> CallAnswer:
+    number = normalize_destination(report.destination)
+    answered = is_answered(report.status)
+    # Rate now, outside the transaction; a reservation's locked-in rating wins below.
+    fresh: Rating | ApiError
+    try:
+        fresh = await _rate(services, gens, caller, number, report.prior)
+    except ApiError as exc:
+        fresh = exc
+    currency, course = await _display_currency(services, gens, caller.user.currency)
+    try:
+        return await _charge(services, caller, report, number, answered, fresh, (currency, course))
+    except IntegrityError:
+        # A concurrent duplicate wrote the CDR first: answer what it answered.
+        async with services.db.begin() as conn:
+            stored = await _stored_answer(conn, report.call_uid, report.prior)
+        if stored is None:
+            raise
+        return stored
+
+
+async def _display_currency(services: Services, gens: Generations, currency: str) -> tuple[str, Decimal]:
+    course = await services.rating.eur_course(gens, currency)
+    if course is None:
+        log.warning("call.unknown_currency", currency=currency)
+        return SYSTEM_CURRENCY, Decimal(1)
+    return currency, course
+
+
+async def _charge(
+    services: Services,
+    caller: Caller,
+    report: Finish,
+    number: str,
+    answered: bool,
+    fresh: Rating | ApiError,
+    display_currency: tuple[str, Decimal],
+) -> CallAnswer:
+    currency, course = display_currency
+    now = ledger.utcnow()
+    account_id = caller.user.account_id
+    async with services.db.begin() as conn:
+        await ledger.lock_account(conn, account_id)
+        stored = await _stored_answer(conn, report.call_uid, report.prior)
+        if stored is not None:
+            return stored
+        held = await ledger.find_reservation(conn, report.call_uid, report.prior)
+        locked = _locked_rating(held, account_id, number)
+        if held is not None and locked is None:
+            log.warning("call.reservation_mismatch", call_uid=report.call_uid, prior=report.prior)
+            held = None
+        rating = locked or fresh
+        if isinstance(rating, ApiError):
+            raise rating  # no hold to charge at and the call cannot be rated now
+        length_s = reported_length(report.length_s, report.answered_ms)
+        if held is not None:
+            length_s = min(length_s, held.max_time_s)  # the dialplan's L() enforces it too
+        billed_s = rating.billed(length_s) if answered else 0
+        cost = rating.cost(billed_s) if answered else ZERO
+        display = to_display(cost, course)
+        text = (
+            f"Saved {_token(rating.direction)} [{_token(caller.callerid)}/{number}] via [{_token(rating.route)}] "
+            f"{billed_s} {format_money(display)} {currency} {report.status}"
+        )
+        await conn.execute(
+            cdrs.insert().values(
+                call_uid=report.call_uid, prior=report.prior, user_id=caller.user.id, account_id=account_id,
+                sip_extension=caller.extension.sip_extension if caller.extension else "",
+                callerid=caller.callerid[:64], destination=number, direction_id=rating.direction_id,
+                direction=rating.direction, route_id=rating.route_id, route=rating.route,
+                length_s=int(report.length_s.to_integral_value(rounding=ROUND_CEILING)),
+                answered_ms=report.answered_ms, billed_s=billed_s, status=report.status, cause=report.cause,
+                cost=cost, display_cost=display, display_currency=currency, is_did=report.is_did,
+                answer=text, created_at=now,
+            )
+        )  # fmt: skip
+        ref = ledger.call_ref(report.call_uid, report.prior)
+        await ledger.charge(conn, account_id=account_id, amount=cost, ref=ref, now=now)
+        if held is not None:
+            await ledger.settle(conn, held.id)
+    log.info(
+        "call.finished", call_uid=report.call_uid, prior=report.prior, user=caller.user.username,
+        status=report.status, billed_s=billed_s, cost=str(cost), reserved=held is not None,
+    )  # fmt: skip
+    return saved(text, display, currency)
+
+
+def _locked_rating(held: ledger.Reservation | None, account_id: int, number: str) -> Rating | None:
+    """The rating a reservation locked in, if it is this account's and this destination's."""
+    if held is None or held.rating is None or held.account_id != account_id:
+        return None
+    rating = Rating.from_json(held.rating)
+    return rating if rating.destination == number else None
+
+
+async def _stored_answer(conn: AsyncConnection, call_uid: str, prior: int) -> CallAnswer | None:
+    row = (
+        await conn.execute(
+            select(cdrs.c.answer, cdrs.c.display_cost, cdrs.c.display_currency).where(
+                cdrs.c.call_uid == call_uid, cdrs.c.prior == prior
+            )
+        )
+    ).first()
+    return None if row is None else saved(row.answer, Decimal(row.display_cost), row.display_currency)

@@ -1,0 +1,203 @@
+"""Money moved by the API: transferMoney, updateAccount's balance, fees; getAccountInfo.
+
+Every balance change locks the account row (SELECT … FOR UPDATE on PostgreSQL; SQLite
+runs one transaction at a time) and writes its `transactions` row in the same
+transaction, so balance = opening + Σ amount always holds. Rows of two accounts are
+locked in ascending id order, so two opposite transfers cannot deadlock.
+
+Kinds written here: `transfer` (both legs), `fee` (transfer fee, tariff switch price),
+`adjust` (updateAccount setting a balance).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from billing_core.db.tables import accounts, transactions, users
+from billing_core.errors import ApiError, ErrorCode
+from billing_core.money import ZERO
+from billing_core.records import UserRecord
+from billing_core.services.accounts import utcnow
+from billing_core.services.container import Services
+from billing_core.services.currency import currency_or_system
+from billing_core.services.ledger import held
+from billing_core.services.users import (
+    account_relation,
+    check_choice,
+    check_length,
+    invalid,
+)
+
+log = structlog.get_logger(__name__)
+
+Generations = dict[str, int] | None
+
+NEW_USER_LEVEL = 10  # "new user (limits - minimal first deposit)": may not send money away
+REFILL_FORBIDDEN = 0
+MONEY_FIELDS = frozenset({"balance", "overdraft", "refill_allowed", "postpaid"})
+BILLING_FIELDS = {"billing_name": 100, "billing_address": 200, "billing_email": 100, "billing_bank_account": 200}
+
+
+async def lock_accounts(conn: AsyncConnection, *account_ids: int) -> dict[int, Any]:
+    """The account rows, locked for the rest of the transaction, in ascending id order."""
+    rows = (
+        await conn.execute(
+            select(accounts)
+            .where(accounts.c.id.in_(sorted(set(account_ids))))
+            .order_by(accounts.c.id)
+            .with_for_update()
+        )
+    ).all()
+    return {row.id: row for row in rows}
+
+
+async def available(conn: AsyncConnection, row: Any) -> Decimal:
+    """What a locked account may still spend: balance + overdraft − its live holds (the
+    ledger's definition, the one callPrepare uses)."""
+    return Decimal(row.balance) + Decimal(row.overdraft) - await held(conn, row.id, utcnow())
+
+
+async def post(conn: AsyncConnection, account_id: int, amount: Decimal, *, kind: str, ref: str, comment: str) -> None:
+    """Change a (locked) balance by `amount` and record why, in the caller's transaction."""
+    await conn.execute(update(accounts).where(accounts.c.id == account_id).values(balance=accounts.c.balance + amount))
+    await conn.execute(
+        transactions.insert().values(
+            account_id=account_id, amount=amount, kind=kind, ref=ref[:128], comment=comment[:256], created_at=utcnow()
+        )
+    )
+
+
+async def charge_fee(conn: AsyncConnection, account_id: int, amount: Decimal, *, ref: str, comment: str) -> None:
+    """Charge a fee in EUR if the account can pay it (E_INSUFFICIENT_MONEY otherwise)."""
+    if amount <= ZERO:
+        return
+    row = (await lock_accounts(conn, account_id))[account_id]
+    if amount > await available(conn, row):
+        raise ApiError(ErrorCode.E_INSUFFICIENT_MONEY)
+    await post(conn, account_id, -amount, kind="fee", ref=ref, comment=comment)
+
+
+async def _destination_account(conn: AsyncConnection, destination: str) -> int:
+    """transferMoney's destination: an account number, else a user name."""
+    if destination.isdigit() and len(destination) <= 9:
+        found = (await conn.execute(select(accounts.c.id).where(accounts.c.id == int(destination)))).scalar()
+        if found is not None:
+            return int(found)
+    found = (await conn.execute(select(users.c.account_id).where(users.c.username == destination))).scalar()
+    if found is None:
+        raise ApiError(ErrorCode.E_NOT_EXIST, "no such account or user")
+    return int(found)
+
+
+async def transfer_money(
+    services: Services, gens: Generations, sender: UserRecord, destination: str, amount: Decimal, comment: str
+) -> None:
+    """transferMoney: `amount` in the sender's currency from its account to another one."""
+    if amount <= ZERO:
+        raise invalid("amount must be positive")
+    check_length("comment", comment, 256)
+    if sender.accesslevel <= NEW_USER_LEVEL:
+        raise ApiError(ErrorCode.E_TRANSACTIONS_LIMITED, "new users cannot transfer money")
+    cur = await currency_or_system(services, gens, sender.currency)
+    amount_eur = cur.to_eur(amount)
+    fee_eur = cur.to_eur(cur.transfer_fee) if cur.transfer_fee > ZERO else ZERO
+    if amount_eur <= ZERO:
+        raise invalid("amount is below the smallest amount (0.0001 EUR)")
+    async with services.db.begin() as conn:
+        target = await _destination_account(conn, destination)
+        # read here, not from the cached profile: updateUser may have just moved the sender
+        source = (await conn.execute(select(users.c.account_id).where(users.c.id == sender.id))).scalar_one()
+        if target == source:
+            raise invalid("the destination is your own account")
+        rows = await lock_accounts(conn, source, target)
+        if any(row.refill_allowed == REFILL_FORBIDDEN for row in rows.values()):
+            raise ApiError(ErrorCode.E_TRANSACTIONS_LOCKED)
+        if amount_eur + fee_eur > await available(conn, rows[source]):
+            raise ApiError(ErrorCode.E_INSUFFICIENT_MONEY)
+        await post(conn, source, -amount_eur, kind="transfer", ref=f"to:{target}", comment=comment)
+        await post(conn, target, amount_eur, kind="transfer", ref=f"from:{source}", comment=comment)
+        if fee_eur:
+            await post(conn, source, -fee_eur, kind="fee", ref=f"transfer:{target}", comment="transfer fee")
+    log.info("money.transferred", source=source, target=target, amount_eur=str(amount_eur), fee_eur=str(fee_eur))
+
+
+def _check_account_changes(changes: Mapping[str, Any]) -> None:
+    if not changes:
+        raise ApiError(ErrorCode.E_MISSING_ARGUMENT, "nothing to update")
+    for name, value in changes.items():
+        if name == "overdraft" and value < ZERO:
+            raise invalid("overdraft must not be negative")
+        if name == "refill_allowed":
+            check_choice(name, value, (0, 1, 2))
+        if name == "postpaid":
+            check_choice(name, value, (0, 1))
+        if name in BILLING_FIELDS:
+            check_length(name, value, BILLING_FIELDS[name])
+
+
+async def update_account(
+    services: Services,
+    gens: Generations,
+    caller: UserRecord,
+    requester: UserRecord,
+    account_id: int,
+    changes: Mapping[str, Any],
+) -> None:
+    """updateAccount: money fields by administrators or the manager of every user on it;
+    billing details also by the account's own users. Amounts are in the requester's currency."""
+    _check_account_changes(changes)
+    cur = await currency_or_system(services, gens, requester.currency)
+    values = dict(changes)
+    for name in ("balance", "overdraft"):
+        if name in values:
+            values[name] = cur.to_eur(values[name])
+    async with services.db.begin() as conn:
+        relation = await account_relation(conn, caller, account_id)
+        if not relation.visible:
+            raise ApiError(ErrorCode.E_DOES_NOT_BELONG_TO_YOU)
+        if MONEY_FIELDS & values.keys() and not relation.may_change_money:
+            raise ApiError(ErrorCode.E_INSUFFICIENT_ACCESS, "only your manager or an administrator can change this")
+        row = (await lock_accounts(conn, account_id))[account_id]
+        new_balance = values.pop("balance", None)
+        if values:
+            await conn.execute(update(accounts).where(accounts.c.id == account_id).values(**values))
+        if new_balance is not None and new_balance != Decimal(row.balance):
+            delta = new_balance - Decimal(row.balance)
+            await post(conn, account_id, delta, kind="adjust", ref=f"updateAccount:{caller.username}", comment="")
+            log.info("money.adjusted", account=account_id, by=caller.username, delta_eur=str(delta))
+
+
+async def account_info(
+    services: Services, gens: Generations, caller: UserRecord, requester: UserRecord, account_id: int
+) -> dict[str, Any]:
+    """getAccountInfo, display amounts in the requester's currency."""
+    cur = await currency_or_system(services, gens, requester.currency)
+    async with services.db.begin() as conn:
+        relation = await account_relation(conn, caller, account_id)
+        if not relation.visible:
+            raise ApiError(ErrorCode.E_DOES_NOT_BELONG_TO_YOU)
+        row = (await conn.execute(select(accounts).where(accounts.c.id == account_id))).one()
+        holds = await held(conn, account_id, utcnow())
+    balance, overdraft = Decimal(row.balance), Decimal(row.overdraft)
+    return {
+        "account": row.id,
+        "users": list(relation.usernames),
+        "balance": balance,
+        "displaybalance": cur.to_display(balance),
+        "overdraft": overdraft,
+        "displayoverdraft": cur.to_display(overdraft),
+        "displaycurrency": cur.sign,
+        "refill_allowed": row.refill_allowed,
+        "postpaid": row.postpaid,
+        "reserved": holds,
+        "billing_name": row.billing_name,
+        "billing_address": row.billing_address,
+        "billing_email": row.billing_email,
+        "billing_bank_account": row.billing_bank_account,
+    }

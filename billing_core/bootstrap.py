@@ -23,6 +23,11 @@ BASE_BILL_TYPES = (("byminute", 0, 60), ("bysecond", 0, 1))
 
 async def bootstrap(db: Database) -> None:
     await upgrade_to_head(db.engine)
+    await seed_base_data(db)
+
+
+async def seed_base_data(db: Database) -> None:
+    """The master administrator, EUR and the base bill types, where missing."""
     async with db.begin() as conn:
         if (await conn.execute(select(users.c.id).where(users.c.username == ADMIN_USERNAME))).first() is None:
             account = await create_account(conn)

@@ -464,8 +464,10 @@ async def _run(
     env_pause_s: float,
     disconnect: bool,
     timeout_s: float,
+    local_addr: str | None = None,
 ) -> AGISessionResult:
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+    source = (local_addr, 0) if local_addr else None
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, local_addr=source), timeout_s)
     sock = writer.get_extra_info("socket")
     if sock is not None:  # each env write its own segment, like Asterisk's one write per line
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -506,8 +508,11 @@ async def run_agi_session(
     allow_pipelining: bool = False,
     pipeline_grace_s: float = 0.001,
     agi_buf_len: int = AGI_BUF_LEN,
+    local_addr: str | None = None,
 ) -> AGISessionResult:
     """One FastAGI session against host:port, played like Asterisk 22.
+
+    `local_addr` binds the client socket (e.g. 127.0.0.2) to play another Asterisk host.
 
     `responder(command, variables)` replaces the Asterisk behaviour: it returns the reply
     (one line, or several joined by "\\n"), or NO_REPLY ("") to stay silent. It may update
@@ -528,7 +533,7 @@ async def run_agi_session(
     options = _Options(responder, hangup_before_reply, hangup_at_end, allow_pipelining,
                        pipeline_grace_s, agi_buf_len)
     return await _run(host, port, chunks, options, env_pause_s=ENV_WRITE_PAUSE_S if split_env else 0.0,
-                      disconnect=disconnect, timeout_s=timeout_s)
+                      disconnect=disconnect, timeout_s=timeout_s, local_addr=local_addr)
 
 
 # --- transcripts -----------------------------------------------------------------------------

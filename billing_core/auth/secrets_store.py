@@ -18,7 +18,8 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
-_SCRYPT_N = 2**14
+# scrypt cost; the parameters are stored in each hash, so changing it never breaks logins.
+_SCRYPT_N = int(os.environ.get("CALLGATE_PASSWORD_HASH_COST", str(2**14)))
 _SCRYPT_R = 8
 _SCRYPT_P = 1
 

@@ -7,6 +7,7 @@ every namespace is bumped as soon as Redis answers again, so no stale entry surv
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Protocol
 
@@ -95,7 +96,16 @@ class RedisBackend:
                     await self._redis.incr(keys.generation_key(namespace))
                 self._lost_bumps = False
                 log.info("cache.replayed_lost_invalidations")
-            values = await self._redis.mget([keys.generation_key(ns) for ns in keys.NAMESPACES])
+            names = [keys.generation_key(ns) for ns in keys.NAMESPACES]
+            values = await self._redis.mget(names)
+            if any(v is None for v in values):
+                # A flushed or restarted Redis lost its counters. Starting again at 0 would
+                # let a process's in-memory entries from the old generation 1, 2, … look fresh
+                # again, so a missing counter restarts at a random point instead.
+                for name, value in zip(names, values, strict=True):
+                    if value is None:
+                        await self._redis.set(name, secrets.randbits(48), nx=True)
+                values = await self._redis.mget(names)
         except (RedisError, OSError) as exc:
             self._failed("generations", exc)
             return None

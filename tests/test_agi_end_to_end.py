@@ -1,0 +1,237 @@
+"""A call through callgate from the dialplan's point of view: an Asterisk-behaving client
+talks FastAGI to the real server, which answers from the real registry, rating engine and
+ledger (on both backends). Assertions are on the channel variables Asterisk would store
+and on the rows and balances in the database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from billing_core.api.dispatch import Dispatcher
+from billing_core.db.tables import cdrs, reservations
+from billing_core.services.container import Services
+from billing_core.services.spool import Spool
+from fastagi.bridge import AGIBridge
+from fastagi.server import FastAGIServer, ServerConfig
+from tests.asterisk_sim import (
+    AGISessionResult,
+    load_transcript,
+    replay_transcript,
+    run_agi_session,
+    session_transcripts,
+    transcript_env,
+)
+from tests.factories import balance_of, make_key, make_user
+from tests.rating_world import RatingWorld
+
+
+@dataclass
+class Gate:
+    services: Services
+    port: int
+    spool: Spool
+
+    async def agi(self, script: str, query: str, *, uniqueid: str, **kw: object) -> AGISessionResult:
+        return await run_agi_session("127.0.0.1", self.port, script, query=query, uniqueid=uniqueid, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def gate(services: Services, tmp_path: Path) -> AsyncIterator[Gate]:
+    import billing_core.api.methods  # noqa: F401
+
+    spool = Spool(tmp_path / "spool")
+    bridge = AGIBridge(Dispatcher(services), spool)
+    server = FastAGIServer(bridge, ServerConfig(env_timeout_s=2.0, reply_timeout_s=2.0))
+    await server.start("127.0.0.1", 0)
+    try:
+        yield Gate(services, server.port, spool)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@dataclass(frozen=True)
+class World:
+    account: int
+
+
+async def build_world(services: Services, *, balance: str = "1.00", owner: str = "admin") -> World:
+    """alice (SIP 10000) on tariff `std`: 7901… at 0.60 EUR/min via route1-cli (prefix outline/),
+    bill type sixsec (free 3 s, step 6 s), connection fee 0.05; bob (SIP 10001) is local."""
+    w = RatingWorld(services)
+    await w.direction("7", "Russia", min_len=11, max_len=11)
+    tele2 = await w.direction("7901", "Russia Mobile Tele2", min_len=11, max_len=11)
+    route1 = await w.route("route1-cli", prefix="outline/")
+    route2 = await w.route("route2", prefix="backup/")
+    sixsec = await w.bill_type("sixsec", free_threshold=3, step=6)
+    std = await w.tariff("std", bill_type=sixsec, switch_price="0.05")
+    await w.entry(std, tele2, "0.60", route1, priority=1)
+    await w.entry(std, tele2, "0.90", route2, priority=2)
+    alice = await make_user(
+        services, "alice", balance=Decimal(balance), sip_extension="10000", sip_rates_id=std, sip_callerid="79020000002"
+    )
+    await make_user(services, "bob", sip_extension="10001", sip_rates_id=std)
+    await make_key(services, level=50, source="127.0.0.1", auth_by="sip_extension", owner=owner, name="asterisk")
+    return World(alice.account_id)
+
+
+async def test_prepare_then_finish_sets_variables_and_charges_once(gate: Gate) -> None:
+    world = await build_world(gate.services)
+    prepared = await gate.agi("callPrepare", "login=10000&destination=79010000001&callerid=&prior=1", uniqueid="c1")
+    v = prepared.variables
+    assert v["CALLGATE_RESULT"] == "Allowed"
+    assert v["CALLGATE_ERROR"] == ""
+    # available 1.00 - fee 0.05 = 0.95 at 0.06 per 6 s step -> 15 steps = 90 s
+    assert v["CALLGATE_MAXTIME"] == "90"
+    assert v["CALLGATE_ROUTE"] == "route1-cli"
+    assert v["CALLGATE_ROUTE_PREFIX"] == "outline/"
+    assert v["CALLGATE_DIRECTION"] == "Russia Mobile Tele2"
+    assert v["CALLGATE_CALLERID"] == "79020000002"
+    assert v["CALLGATE_ANSWER"] == "Allowed 90 79010000001 79020000002 RussiaMobileTele2 outline/ route1-cli -1 -1"
+    # one round trip for the whole answer, and the server closed the session
+    assert len(prepared.commands) == 1 and prepared.commands[0].startswith("EXEC MSet ")
+    assert prepared.closed_by_server
+
+    query = "login=10000&destination=79010000001&callerid=&prior=1&length=13&status=ANSWER&answered_ms=12001&cause=16"
+    finished = await gate.agi("callFinish", query, uniqueid="c1")
+    f = finished.variables
+    # 12.001 s answered -> 13 s -> 18 s billed = 3 steps * 0.06 + 0.05 = 0.23
+    assert f["CALLGATE_RESULT"] == "Saved"
+    assert f["CALLGATE_COST"] == "0.2300"
+    assert f["CALLGATE_CURRENCY"] == "EUR"
+    assert f["CALLGATE_ANSWER"] == (
+        "Saved RussiaMobileTele2 [79020000002/79010000001] via [route1-cli] 18 0.2300 EUR ANSWER"
+    )
+    assert await balance_of(gate.services, world.account) == Decimal("0.7700")
+
+    again = await gate.agi("callFinish", query, uniqueid="c1")
+    assert again.variables["CALLGATE_ANSWER"] == f["CALLGATE_ANSWER"]
+    assert await balance_of(gate.services, world.account) == Decimal("0.7700")
+    async with gate.services.db.begin() as conn:
+        rows = (await conn.execute(select(cdrs).where(cdrs.c.call_uid == "c1"))).all()
+        state = (await conn.execute(select(reservations.c.state).where(reservations.c.call_uid == "c1"))).scalar()
+    assert len(rows) == 1 and rows[0].billed_s == 18 and rows[0].cost == Decimal("0.2300")
+    assert state == "settled"
+
+
+async def test_failover_attempts_are_separate_calls(gate: Gate) -> None:
+    world = await build_world(gate.services)
+    first = await gate.agi("callPrepare", "login=10000&destination=79010000001&prior=1", uniqueid="c2")
+    assert first.variables["CALLGATE_ROUTE"] == "route1-cli"
+    congestion = "login=10000&destination=79010000001&prior=1&length=0&status=CONGESTION&answered_ms="
+    closed = await gate.agi("callFinish", congestion, uniqueid="c2")
+    assert closed.variables["CALLGATE_RESULT"] == "Saved"
+    assert closed.variables["CALLGATE_COST"] == "0"
+    second = await gate.agi("callPrepare", "login=10000&destination=79010000001&prior=2", uniqueid="c2")
+    assert second.variables["CALLGATE_ROUTE"] == "route2"
+    third = await gate.agi("callPrepare", "login=10000&destination=79010000001&prior=3", uniqueid="c2")
+    assert third.variables["CALLGATE_RESULT"] == "Declined"
+    assert third.variables["CALLGATE_ERROR"] == "E_UNROUTABLE"
+    # variables of the previous round are cleared, never left over
+    assert third.variables["CALLGATE_ROUTE"] == ""
+    assert await balance_of(gate.services, world.account) == Decimal("1.0000")
+
+
+async def test_internal_call_and_insufficient_money(gate: Gate) -> None:
+    await build_world(gate.services, balance="0.05")
+    internal = await gate.agi("callPrepare", "login=10000&destination=10001", uniqueid="c3")
+    assert internal.variables["CALLGATE_RESULT"] == "Allowed"
+    assert internal.variables["CALLGATE_ROUTE"] == "internal"
+    poor = await gate.agi("callPrepare", "login=10000&destination=79010000001", uniqueid="c4")
+    assert poor.variables["CALLGATE_RESULT"] == "Declined"
+    assert poor.variables["CALLGATE_ERROR"] == "E_INSUFFICIENT_MONEY"
+    assert poor.variables["CALLGATE_ANSWER"] == "Declined E_INSUFFICIENT_MONEY"
+
+
+async def test_connection_from_an_address_no_key_admits_is_declined(gate: Gate) -> None:
+    await build_world(gate.services)
+    # 127.0.0.2 is loopback too, but the Asterisk key admits 127.0.0.1 only
+    result = await run_agi_session(
+        "127.0.0.1", gate.port, "callPrepare", query="login=10000&destination=79010000001", local_addr="127.0.0.2"
+    )
+    assert result.variables["CALLGATE_RESULT"] == "Declined"
+    assert result.variables["CALLGATE_ERROR"] == "E_AUTH_FAILED"
+    assert result.closed_by_server
+    async with gate.services.db.begin() as conn:
+        assert (await conn.execute(select(reservations))).first() is None
+
+
+async def test_unknown_script_and_missing_argument(gate: Gate) -> None:
+    await build_world(gate.services)
+    unknown = await gate.agi("transferMoney", "destination=bob&amount=100", uniqueid="u1")
+    assert unknown.variables["CALLGATE_RESULT"] == "Declined"
+    assert unknown.variables["CALLGATE_ERROR"] == "E_UNKNOWN_METHOD"
+    missing = await gate.agi("callFinish", "login=10000&destination=79010000001", uniqueid="u2")
+    assert missing.variables["CALLGATE_RESULT"] == "Failed"
+    assert missing.variables["CALLGATE_ERROR"] == "E_MISSING_ARGUMENT"
+    garbage = await gate.agi("callPrepare", "login=10000&destination=79010000001&prior=abc", uniqueid="u3")
+    assert garbage.variables["CALLGATE_ERROR"] == "E_INVALID_ARGUMENT"
+
+
+async def test_hangup_in_the_middle_of_the_session_still_records_the_call(gate: Gate) -> None:
+    world = await build_world(gate.services)
+    await gate.agi("callPrepare", "login=10000&destination=79010000001", uniqueid="c5")
+    query = "login=10000&destination=79010000001&length=6&status=ANSWER&answered_ms=6000"
+    result = await gate.agi("callFinish", query, uniqueid="c5", hangup_before_reply=1)
+    assert result.variables["CALLGATE_RESULT"] == "Saved"
+    assert await balance_of(gate.services, world.account) == Decimal("0.8900")  # 6 s = 1 step + fee
+
+
+async def test_concurrent_sessions_on_one_account_never_overdraw(gate: Gate) -> None:
+    world = await build_world(gate.services, balance="1.00")
+    results = await asyncio.gather(
+        *(
+            gate.agi("callPrepare", "login=10000&destination=79010000001", uniqueid=f"p{i}")
+            for i in range(40)
+        )
+    )
+    allowed = [r for r in results if r.variables["CALLGATE_RESULT"] == "Allowed"]
+    declined = [r for r in results if r.variables["CALLGATE_ERROR"] == "E_INSUFFICIENT_MONEY"]
+    assert allowed and declined and len(allowed) + len(declined) == 40
+    async with gate.services.db.begin() as conn:
+        held = [r.amount for r in (await conn.execute(select(reservations.c.amount))).all()]
+    assert sum(held, Decimal(0)) <= Decimal("1.00")
+    assert await balance_of(gate.services, world.account) == Decimal("1.0000")
+
+
+async def test_real_asterisk_transcripts_replay_through_the_whole_service(gate: Gate) -> None:
+    """The recorded sessions carry no login: the server key (owned by admin) acts as
+    admin. Give admin a tariff covering the recorded destinations and replay them in
+    recorded order; every answer must be one the dialplan understands, and the money
+    must add up."""
+    w = RatingWorld(gate.services)
+    route = await w.route("carrier", prefix="out/")
+    backup = await w.route("backup", prefix="bk/")
+    tariff = await w.tariff("lab")
+    for code in ("1", "2", "3", "4"):
+        direction = await w.direction(code, f"Lab {code}", min_len=7, max_len=7)
+        await w.entry(tariff, direction, "0.60", route, priority=1)
+        await w.entry(tariff, direction, "0.60", backup, priority=2)
+    admin = await make_user(gate.services, "lab", balance=Decimal("1000"), rates_id=tariff)
+    await make_key(gate.services, level=50, source="127.0.0.1", owner="lab", name="lab-asterisk")
+
+    answers: dict[str, dict[str, str]] = {}
+    for path in session_transcripts():
+        script = transcript_env(load_transcript(path))["agi_network_script"].split("?", 1)[0]
+        if script not in ("callPrepare", "callFinish"):
+            continue
+        result = await replay_transcript("127.0.0.1", gate.port, path)
+        answers[path.name] = result.variables
+        expected = {"callPrepare": {"Allowed"}, "callFinish": {"Saved"}}[script]
+        assert result.variables["CALLGATE_RESULT"] in expected, (path.name, result.variables)
+    # 011: 2001 ms answered -> 3 s billed (byminute step 60 -> 60 s at 0.60) = 0.60
+    assert answers["011-callFinish-1234502-prior1-ANSWER.json"]["CALLGATE_COST"] == "0.6000"
+    assert answers["014-callFinish-3000000-prior1-NOANSWER.json"]["CALLGATE_COST"] == "0"
+    assert answers["003-callFinish-4000003-prior1-CONGESTION.json"]["CALLGATE_COST"] == "0"
+    charged = sum(
+        (Decimal(v["CALLGATE_COST"]) for v in answers.values() if v.get("CALLGATE_COST")), Decimal(0)
+    )
+    assert charged == Decimal("1.8000")  # three answered calls of under a minute
+    assert await balance_of(gate.services, admin.account_id) == Decimal("1000") - charged

@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+
+from tests.shared_paths import transcripts_dir
 
 Responder = Callable[[str, dict[str, str]], str]
 
@@ -547,11 +548,8 @@ class TranscriptDir(type(Path())):  # type: ignore[misc]
 
 
 def transcript_paths() -> TranscriptDir:
-    """/work/shared/agi/transcripts found beside the repo, else under $CALLGATE_SHARED_DIR."""
-    beside_repo = Path(__file__).resolve().parents[2] / "shared" / "agi" / "transcripts"
-    if beside_repo.is_dir() or "CALLGATE_SHARED_DIR" not in os.environ:
-        return TranscriptDir(beside_repo)
-    return TranscriptDir(Path(os.environ["CALLGATE_SHARED_DIR"]) / "agi" / "transcripts")
+    """The real Asterisk transcripts (the repository's copy of ../shared/agi/transcripts)."""
+    return TranscriptDir(transcripts_dir())
 
 
 def load_transcript(path: Path) -> dict[str, Any]:

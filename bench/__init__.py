@@ -1,0 +1,1 @@
+"""Benchmarks and probes behind the library decisions in docs/decisions.md."""

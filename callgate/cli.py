@@ -112,7 +112,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings.from_env()
-    configure_logging(settings.log_level)
+    quiet_by_default = args.command in ("demo", "keys", "migrate", "directions", "bans")
+    # one-shot commands print what matters; their info-level logs would only bury it
+    configure_logging("warning" if quiet_by_default and settings.log_level == "info" else settings.log_level)
     if args.command == "serve":
         from callgate.app import serve
 

@@ -28,10 +28,9 @@ from pydantic import ValidationError
 from billing_core.api.params import COMMON_ARGS
 from billing_core.api.registry import REGISTRY, CallContext, MethodDef, Registry
 from billing_core.auth.ipmask import ip_allowed
-from billing_core.auth.secrets_store import api_key_hash, verify_password
+from billing_core.auth.secrets_store import api_key_hash, hash_password, verify_password
 from billing_core.errors import (
     ApiError,
-    BackendUnavailable,
     ErrorCode,
     KeyRejected,
     SourceForbidden,
@@ -42,6 +41,8 @@ from billing_core.services.container import Services
 log = structlog.get_logger(__name__)
 
 CALL_CONTROL_LEVEL = 50
+LOCKED = -1  # users.active: locked
+_DUMMY_HASH = hash_password("0" * 32)
 ADMIN_LEVEL = 33
 MASTER_LEVEL = 44
 
@@ -58,6 +59,7 @@ class Credentials:
     transport: str
     apikey: str | None = None
     call_uid: str | None = None
+    secure: bool = False  # the request came over TLS (keys with secure_only need it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +127,15 @@ class Dispatcher:
             if exc.code is ErrorCode.E_SQL_ERROR:
                 log.warning("api.backend_unavailable", method=method_name, transport=cred.transport)
             return Outcome(error=exc, method=method, key=key)
-        except Exception:
-            log.exception("api.unexpected_error", method=method_name, transport=cred.transport)
+        except Exception as exc:
+            # Type and place only: exception messages can quote argument values (secrets).
+            log.error(
+                "api.unexpected_error",
+                method=method_name,
+                transport=cred.transport,
+                error=type(exc).__name__,
+                where=_innermost_frame(exc),
+            )
             return Outcome(error=ApiError(ErrorCode.E_LUA_EXCEPTION), method=method, key=key)
 
     async def _key(self, gens: dict[str, int] | None, cred: Credentials) -> KeyRecord:
@@ -147,6 +156,8 @@ class Dispatcher:
             raise KeyRejected()
         if not ip_allowed(cred.peer_ip, key.source):
             raise SourceForbidden()
+        if key.secure_only and not cred.secure:
+            raise SourceForbidden("this key is for HTTPS only")
         return key
 
     async def _user(
@@ -159,12 +170,18 @@ class Dispatcher:
                 user = await profiles.user_by(gens, key.auth_by, key.default_user)
             elif login:
                 user = await profiles.user_by(gens, key.auth_by, login)
-                if user is not None and not verify_password(raw.get("password", ""), user.password_hash):
+                # verify even for an unknown login, so timing does not tell which users exist
+                stored = user.password_hash if user is not None else _DUMMY_HASH
+                if not verify_password(raw.get("password", ""), stored):
                     user = None
             else:
                 user = None
             if user is None and method.access_level > 0:
                 raise ApiError(ErrorCode.E_AUTH_FAILED)
+            if user is not None and user.active == LOCKED:
+                # a locked person cannot log in; call control (server keys) answers for
+                # locked users itself, and an administrator can still act for them to unlock
+                raise ApiError(ErrorCode.E_USER_LOCKED)
             return user
         if not login:
             return await profiles.user_by(gens, "username", key.owner)
@@ -206,6 +223,8 @@ class Dispatcher:
         target = await self.services.profiles.user_by(gens, "username", username)
         if target is None:
             raise ApiError(ErrorCode.E_NOT_EXIST, "no such user")
+        if target.accesslevel > user.accesslevel:
+            raise ApiError(ErrorCode.E_DOES_NOT_BELONG_TO_YOU, "cannot act for a user of a higher level")
         if user.accesslevel >= ADMIN_LEVEL:
             return target
         if user.username in await self.services.profiles.manager_chain(gens, target.username):
@@ -213,7 +232,9 @@ class Dispatcher:
         raise ApiError(ErrorCode.E_DOES_NOT_BELONG_TO_YOU)
 
 
-def is_unavailable(error: ApiError | None) -> bool:
-    return isinstance(error, BackendUnavailable) or (
-        error is not None and error.code is ErrorCode.E_SQL_ERROR
-    )
+def _innermost_frame(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}" if tb else "?"
+

@@ -10,7 +10,9 @@ PREFIX: Final = "cg"
 # makes every entry of the old generation unreachable at once (across all processes).
 NS_RATING: Final = "rating"  # directions, tariffs + entries + options, routes, bill types, currencies
 NS_PROFILES: Final = "profiles"  # users, extensions, API keys, DIDs and their rules
-NAMESPACES: Final[tuple[str, ...]] = (NS_RATING, NS_PROFILES)
+# Bans change on every bad key; their own namespace keeps a ban from evicting the profiles.
+NS_BANS: Final = "bans"
+NAMESPACES: Final[tuple[str, ...]] = (NS_RATING, NS_PROFILES, NS_BANS)
 
 ENTRY_TTL_S: Final = 300  # bounds staleness if a bump was lost while Redis was down
 LOCAL_MAX_ENTRIES: Final = 100_000

@@ -68,7 +68,9 @@ async def _api(request: web.Request) -> web.StreamResponse:
         trace.result = error.code.value
         return answers.error_response(error)
     raw = await request_arguments(request)
-    cred = Credentials(peer_ip=request.remote or "", transport="http", apikey=request.match_info["key"])
+    cred = Credentials(
+        peer_ip=request.remote or "", transport="http", apikey=request.match_info["key"], secure=request.secure
+    )
     outcome = await dispatcher.call(method, raw, cred)
     trace.result = answers.result_label(outcome)
     plain = outcome.key is not None and outcome.key.auth_by in dispatcher.services.settings.plain_auth_by

@@ -13,7 +13,7 @@ import structlog
 from sqlalchemy import delete, select
 
 from billing_core.auth.ipmask import ip_allowed
-from billing_core.cache.keys import NS_PROFILES
+from billing_core.cache.keys import NS_BANS
 from billing_core.cache.readthrough import ReadThroughCache
 from billing_core.config import Settings
 from billing_core.db.engine import Database
@@ -49,7 +49,7 @@ class Bans:
 
         found = await self.cache.lookup(
             gens,
-            NS_PROFILES,
+            NS_BANS,
             "bans",
             load,
             decode=lambda rows: [(r[0], r[1]) for r in rows],
@@ -78,14 +78,14 @@ class Bans:
             await conn.execute(
                 bans.insert().values(ip=ip, source=source, reason=reason, created_at=now, expires_at=expires)
             )
-        await self.cache.invalidate(NS_PROFILES)
+        await self.cache.invalidate(NS_BANS)
         log.warning("bans.banned", ip=ip, reason=reason, expires_at=expires.isoformat() if expires else None)
         return True
 
     async def unban(self, ip: str) -> bool:
         async with self.db.begin() as conn:
             result = await conn.execute(delete(bans).where(bans.c.ip == ip))
-        await self.cache.invalidate(NS_PROFILES)
+        await self.cache.invalidate(NS_BANS)
         return bool(result.rowcount)
 
     async def list(self) -> list[dict[str, Any]]:

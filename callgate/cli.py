@@ -8,6 +8,7 @@
     callgate keys list
     callgate directions import FILE.csv  (header code,direction,min_len,max_len)
     callgate bans list | callgate bans remove IP
+    callgate agi SCRIPT 'QUERY' [--uniqueid ID]   play one FastAGI session like Asterisk, print the variables
 """
 
 from __future__ import annotations
@@ -106,13 +107,27 @@ def _parser() -> argparse.ArgumentParser:
     bans.add_parser("list")
     remove = bans.add_parser("remove")
     remove.add_argument("ip")
+    agi = sub.add_parser("agi", help="play one FastAGI session like Asterisk and print the variables set")
+    agi.add_argument("script", help="callPrepare, callFinish, authorizeCall or resolveDIDRule")
+    agi.add_argument("query", nargs="?", default="", help="e.g. 'login=10001&destination=4915112345678&prior=1'")
+    agi.add_argument("--uniqueid", default=None, help="the call's agi_uniqueid (pair callPrepare and callFinish)")
     return parser
+
+
+async def _agi(settings: Settings, args: argparse.Namespace) -> int:
+    from fastagi.probe import probe
+
+    script = f"{args.script}?{args.query}" if args.query else args.script
+    result = await probe(settings.agi_host, settings.agi_port, script, uniqueid=args.uniqueid)
+    for name, value in sorted(result.variables.items()):
+        print(f"{name}={value}")
+    return 0 if result.variables.get("CALLGATE_RESULT") else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings.from_env()
-    quiet_by_default = args.command in ("demo", "keys", "migrate", "directions", "bans")
+    quiet_by_default = args.command in ("demo", "keys", "migrate", "directions", "bans", "agi")
     # one-shot commands print what matters; their info-level logs would only bury it
     configure_logging("warning" if quiet_by_default and settings.log_level == "info" else settings.log_level)
     if args.command == "serve":
@@ -150,6 +165,8 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
         return await _with_services(settings, lambda s: _directions_import(s, args.file))
     if args.command == "bans":
         return await _with_services(settings, lambda s: _bans(s, args))
+    if args.command == "agi":
+        return await _agi(settings, args)
     raise ValueError(f"unknown command {args.command}")
 
 

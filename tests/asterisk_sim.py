@@ -22,15 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+# re-exported: tests import Asterisk's parsers from here, beside the simulator that uses them
+from fastagi.asterisk_parse import agi_shell_split as agi_shell_split
+from fastagi.asterisk_parse import mset_decode as mset_decode
+from fastagi.asterisk_parse import separate_args as separate_args
 from tests.shared_paths import transcripts_dir
 
 Responder = Callable[[str, dict[str, str]], str]
 
 # A responder that returns this sends nothing: Asterisk stuck in a long application.
 NO_REPLY: Final = ""
-MAX_ARGS: Final = 128  # res_agi.c
 AGI_BUF_LEN: Final = 8192  # res_agi.c since asterisk/asterisk#1317 (2048 before)
-MSET_MAX_ARGS: Final = 99  # pbx_builtin_setvar_multiple: AST_APP_ARG(pair)[99]
 DEAD_OK_COMMANDS: Final = frozenset(
     {"SET VARIABLE", "GET VARIABLE", "GET FULL VARIABLE", "EXEC", "VERBOSE", "NOOP", "HANGUP",
      "CHANNEL STATUS", "DATABASE GET", "DATABASE PUT", "DATABASE DEL", "DATABASE DELTREE"}
@@ -69,91 +71,7 @@ class AGISessionResult:
     pipelined: list[str] = field(default_factory=list)  # commands that came before their turn
 
 
-# --- Asterisk's parsers, ported --------------------------------------------------------------
-
-
-def agi_shell_split(line: str) -> list[str]:
-    """res_agi.c parse_args(): words split on blanks, "..." groups, a backslash escapes any char."""
-    words: list[list[str]] = []
-    quoted = escaped = False
-    whitespace = True
-    for char in line:
-        if char == '"' and not escaped:
-            quoted = not quoted
-            if quoted and whitespace:
-                words.append([])
-                whitespace = False
-            continue
-        if char in " \t" and not quoted and not escaped:
-            whitespace = True
-            continue
-        if char == "\\" and not escaped:
-            escaped = True
-            continue
-        if whitespace:
-            if len(words) >= MAX_ARGS - 1:
-                continue  # "Too many arguments, truncating": the char is dropped
-            words.append([])
-            whitespace = False
-        words[-1].append(char)
-        escaped = False
-    return ["".join(word) for word in words]
-
-
-def separate_args(buf: str, delim: str, arraylen: int) -> list[str]:
-    """main/app.c __ast_app_separate_args(remove_chars=1).
-
-    Splits on delim outside (), [] and "..."; removes double quotes; a backslash is removed
-    and the char after it taken literally. The last of `arraylen` slots gets the unparsed rest.
-    """
-    args: list[str] = []
-    paren = bracket = 0
-    quote = ended_on_delim = False
-    i, n = 0, len(buf)
-    while i < n and len(args) < arraylen - 1:
-        current: list[str] = []
-        ended_on_delim = False
-        while i < n:
-            char = buf[i]
-            i += 1
-            if char == "(":
-                paren += 1
-            elif char == ")" and paren:
-                paren -= 1
-            elif char == "[":
-                bracket += 1
-            elif char == "]" and bracket:
-                bracket -= 1
-            elif char == '"' and delim != '"':
-                quote = not quote
-                continue
-            elif char == "\\":
-                if i < n:  # a trailing backslash reads past the NUL in C; drop it here
-                    current.append(buf[i])
-                    i += 1
-                continue
-            elif char == delim and not paren and not quote and not bracket:
-                ended_on_delim = True
-                break
-            current.append(char)
-        args.append("".join(current))
-    if i < n:
-        args.append(buf[i:])
-    elif ended_on_delim:
-        args.append("")
-    return args
-
-
-def mset_decode(arg: str) -> list[tuple[str, str]]:
-    """MSet's data -> the (name, value) pairs it sets; entries without '=' are ignored."""
-    if not arg:
-        return []
-    pairs: list[tuple[str, str]] = []
-    for entry in separate_args(arg, ",", MSET_MAX_ARGS):
-        parts = separate_args(entry, "=", 2)
-        if len(parts) == 2:
-            pairs.append((parts[0], parts[1]))
-    return pairs
+# Asterisk's parsers live in fastagi.asterisk_parse (callgate's own probe client uses them too).
 
 
 def reply_value(reply: str) -> str | None:

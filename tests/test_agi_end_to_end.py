@@ -235,3 +235,13 @@ async def test_real_asterisk_transcripts_replay_through_the_whole_service(gate: 
     )
     assert charged == Decimal("1.8000")  # three answered calls of under a minute
     assert await balance_of(gate.services, admin.account_id) == Decimal("1000") - charged
+
+
+async def test_the_asterisk_key_is_found_among_several_keys_of_one_address(gate: Gate) -> None:
+    # a portal key (level 95, users by name) admitting the same address, created first
+    await make_key(gate.services, level=95, source="127.0.0.1", auth_by="username", name="portal")
+    await build_world(gate.services)  # adds the Asterisk key (level 50, users by SIP extension)
+    prepared = await gate.agi("callPrepare", "login=10000&destination=79010000001", uniqueid="k1")
+    assert prepared.variables["CALLGATE_RESULT"] == "Allowed"
+    unknown = await gate.agi("callPrepare", "login=99999&destination=79010000001", uniqueid="k2")
+    assert unknown.variables["CALLGATE_ERROR"] == "E_AUTH_FAILED"

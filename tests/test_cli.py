@@ -22,6 +22,9 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CALLGATE_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}")
     monkeypatch.setenv("CALLGATE_SECRET_FILE", str(tmp_path / "secret"))
     monkeypatch.delenv("CALLGATE_REDIS_URL", raising=False)
+    # The CLI configures structlog for a terminal; here it would bind (and cache) loggers
+    # to pytest's captured stderr, which is closed after this test.
+    monkeypatch.setattr("callgate.cli.configure_logging", lambda *a, **k: None)
     return tmp_path
 
 

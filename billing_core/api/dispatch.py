@@ -37,6 +37,7 @@ from billing_core.errors import (
 )
 from billing_core.records import KeyRecord, UserRecord
 from billing_core.services.container import Services
+from billing_core.services.ownership import key_owner_serves
 
 log = structlog.get_logger(__name__)
 
@@ -44,7 +45,6 @@ CALL_CONTROL_LEVEL = 50
 LOCKED = -1  # users.active: locked
 _DUMMY_HASH = hash_password("0" * 32)
 ADMIN_LEVEL = 33
-MASTER_LEVEL = 44
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +93,12 @@ class Dispatcher:
         method: MethodDef | None = None
         try:
             gens = await self.services.cache.generations()
-            key = await self._key(gens, cred)
+            candidates = await self._keys(gens, cred)
+            key = candidates[0]
             method = self.registry.get(method_name)
             if method is None:
                 raise ApiError(ErrorCode.E_UNKNOWN_METHOD, f"unknown method: {method_name[:64]}")
-            if key.allowed_methods and method.name not in key.allowed_methods:
-                raise ApiError(ErrorCode.E_INSUFFICIENT_ACCESS, "method not allowed for this key")
-            user = await self._user(gens, key, method, raw)
+            key, user = await self._key_and_user(gens, candidates, method, raw)
             self._check_level(key, user, method)
             actor = await self._actor(gens, user, raw.get("username", ""))
             try:
@@ -138,16 +137,35 @@ class Dispatcher:
             )
             return Outcome(error=ApiError(ErrorCode.E_LUA_EXCEPTION), method=method, key=key)
 
-    async def _key(self, gens: dict[str, int] | None, cred: Credentials) -> KeyRecord:
+    async def _key_and_user(
+        self, gens: dict[str, int] | None, candidates: list[KeyRecord], method: MethodDef, raw: Mapping[str, str]
+    ) -> tuple[KeyRecord, UserRecord | None]:
+        """The first candidate key that allows the method and identifies the caller under
+        it. Over HTTP there is one candidate (the key in the path); over FastAGI every
+        server key admitting the Asterisk address is one, in keys_for_peer's order."""
+        failure: ApiError | None = None
+        for key in candidates:
+            try:
+                if key.allowed_methods and method.name not in key.allowed_methods:
+                    raise ApiError(ErrorCode.E_INSUFFICIENT_ACCESS, "method not allowed for this key")
+                return key, await self._user(gens, key, method, raw)
+            except ApiError as exc:
+                if exc.code not in (ErrorCode.E_AUTH_FAILED, ErrorCode.E_INSUFFICIENT_ACCESS):
+                    raise
+                failure = failure or exc
+        assert failure is not None
+        raise failure
+
+    async def _keys(self, gens: dict[str, int] | None, cred: Credentials) -> list[KeyRecord]:
         services = self.services
         if await services.bans.is_banned(gens, cred.peer_ip):
             raise SourceForbidden("access from this IP is locked")
         if cred.apikey is None:
-            key = await services.profiles.key_for_peer(gens, cred.peer_ip)
-            if key is None:
+            keys = await services.profiles.keys_for_peer(gens, cred.peer_ip)
+            if not keys:
                 log.warning("api.peer_not_allowed", peer=cred.peer_ip, transport=cred.transport)
                 raise SourceForbidden("no server key admits this address")
-            return key
+            return keys
         key = None
         if 0 < len(cred.apikey) <= 128:
             key = await services.profiles.key_by_hash(gens, api_key_hash(cred.apikey))
@@ -158,7 +176,7 @@ class Dispatcher:
             raise SourceForbidden()
         if key.secure_only and not cred.secure:
             raise SourceForbidden("this key is for HTTPS only")
-        return key
+        return [key]
 
     async def _user(
         self, gens: dict[str, int] | None, key: KeyRecord, method: MethodDef, raw: Mapping[str, str]
@@ -190,17 +208,9 @@ class Dispatcher:
             if method.access_level == 0:
                 return None
             raise ApiError(ErrorCode.E_AUTH_FAILED, f"no user for {key.auth_by}={login[:64]}")
-        if not await self._belongs_to(gens, user, key.owner):
+        if not await key_owner_serves(self.services.profiles, gens, key.owner, user.username):
             raise ApiError(ErrorCode.E_DOES_NOT_BELONG_TO_YOU, "user does not belong to the key owner")
         return user
-
-    async def _belongs_to(self, gens: dict[str, int] | None, user: UserRecord, owner: str) -> bool:
-        if user.username == owner:
-            return True
-        owner_user = await self.services.profiles.user_by(gens, "username", owner)
-        if owner_user is not None and owner_user.accesslevel >= MASTER_LEVEL:
-            return True
-        return owner in await self.services.profiles.manager_chain(gens, user.username)
 
     def _check_level(self, key: KeyRecord, user: UserRecord | None, method: MethodDef) -> None:
         level = method.access_level

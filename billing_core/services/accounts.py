@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from decimal import Decimal
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing_core.db.tables import accounts, transactions, users
+from billing_core.services.clock import utcnow
 
 FIRST_ACCOUNT = 100000001
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 async def create_account(conn: AsyncConnection, *, balance: Decimal = Decimal(0)) -> int:

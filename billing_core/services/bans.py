@@ -6,7 +6,7 @@ it. Whitelisted masks (CALLGATE_BAN_WHITELIST) are never banned.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -18,21 +18,15 @@ from billing_core.cache.readthrough import ReadThroughCache
 from billing_core.config import Settings
 from billing_core.db.engine import Database
 from billing_core.db.tables import bans
+from billing_core.services.clock import as_utc, utcnow
 
 log = structlog.get_logger(__name__)
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def _iso(value: datetime | None) -> str | None:
     """ISO form in UTC; SQLite hands back naive datetimes, which are UTC here."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.isoformat()
+    aware = as_utc(value)
+    return None if aware is None else aware.isoformat()
 
 
 class Bans:

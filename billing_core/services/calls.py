@@ -24,6 +24,7 @@ from billing_core.errors import ApiError, ErrorCode
 from billing_core.money import ZERO, format_money, to_display
 from billing_core.records import ExtensionRecord, KeyRecord, UserRecord
 from billing_core.services import ledger
+from billing_core.services.clock import utcnow
 from billing_core.services.container import Services
 from billing_core.services.ledger import expire_reservations, run_expiry_loop
 from billing_core.services.rating import Rating, max_call_time, reserve_amount
@@ -215,7 +216,7 @@ async def prepare_call(
 
 async def _hold(services: Services, caller: Caller, rating: Rating, *, prior: int, call_uid: str) -> CallAnswer:
     cap_s = call_cap(services, caller)
-    now = ledger.utcnow()
+    now = utcnow()
     async with services.db.begin() as conn:
         account = await ledger.lock_account(conn, caller.user.account_id)
         existing = await ledger.find_reservation(conn, call_uid, prior)
@@ -322,7 +323,7 @@ async def _charge(
     display_currency: tuple[str, Decimal],
 ) -> CallAnswer:
     currency, course = display_currency
-    now = ledger.utcnow()
+    now = utcnow()
     account_id = caller.user.account_id
     async with services.db.begin() as conn:
         await ledger.lock_account(conn, account_id)

@@ -11,9 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing_core.db.tables import cdrs, dids, sip_extensions, users
 from billing_core.records import UserRecord
+from billing_core.services.clock import wire_time
 from billing_core.services.container import Services
 from billing_core.services.currency import all_currencies
-from billing_core.services.users import wire_time
 
 Generations = dict[str, int] | None
 

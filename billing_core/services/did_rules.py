@@ -16,7 +16,7 @@ A rule applies to a call when
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import structlog
@@ -25,16 +25,16 @@ from sqlalchemy import func, select, update
 from billing_core.db.tables import did_rules, dids
 from billing_core.errors import ApiError, ErrorCode
 from billing_core.records import UserRecord
+from billing_core.services.clock import utcnow
 from billing_core.services.container import Services
 from billing_core.services.dids import (
     DIDRecord,
     DIDRule,
     Generations,
     did_record,
-    key_owner_serves,
     require_managed_did,
-    utcnow,
 )
+from billing_core.services.ownership import key_owner_serves
 
 log = structlog.get_logger(__name__)
 
@@ -175,7 +175,7 @@ async def resolve(
     record = await did_record(services, gens, did)
     if record is None or not record.in_service(utcnow()):
         raise ApiError(ErrorCode.E_NOT_EXIST, "no such DID in service")
-    if not await key_owner_serves(services, gens, key_owner, record.owner):
+    if not await key_owner_serves(services.profiles, gens, key_owner, record.owner):
         raise ApiError(ErrorCode.E_DOES_NOT_BELONG_TO_YOU, "the DID is not served by this key")
     resolution = walk(record.rules, start, callerid, status, given_input, first_match=first_match)
     return Resolved(resolution, await owner_extension(services, gens, record.owner))
@@ -195,6 +195,9 @@ async def owner_extension(services: Services, gens: Generations, owner: str) -> 
 
 @dataclass(frozen=True, slots=True)
 class NewRule:
+    """A rule as addDIDRule gives it: its fields are the did_rules columns (but did_id and
+    position), and `DIDRule`'s but `position`."""
+
     source: str
     pattern: str
     policy: str
@@ -248,7 +251,7 @@ async def add_rule(
                 await conn.execute(select(func.max(did_rules.c.position)).where(did_rules.c.did_id == record.id))
             ).scalar()
             number = int(last or 0) + 1
-        await conn.execute(did_rules.insert().values(did_id=record.id, position=number, **_columns(rule)))
+        await conn.execute(did_rules.insert().values(did_id=record.id, position=number, **asdict(rule)))
     log.info("did_rules.added", did=did, rule=number, position=position, by=actor.username)
     return number
 
@@ -260,23 +263,6 @@ async def _shift_down(conn: Any, did_id: int) -> None:
     mine = did_rules.c.did_id == did_id
     await conn.execute(update(did_rules).where(mine).values(position=-(did_rules.c.position + 1)))
     await conn.execute(update(did_rules).where(mine).values(position=-did_rules.c.position))
-
-
-def _columns(rule: NewRule) -> dict[str, Any]:
-    return {
-        "source": rule.source,
-        "pattern": rule.pattern,
-        "policy": rule.policy,
-        "sms_action": rule.sms_action,
-        "sms_destination": rule.sms_destination,
-        "action": rule.action,
-        "server": rule.server,
-        "destination": rule.destination,
-        "callerid": rule.callerid,
-        "timeout": rule.timeout,
-        "condition": rule.condition,
-        "input": rule.input,
-    }
 
 
 def rule_json(record: DIDRecord, rule: DIDRule) -> dict[str, Any]:

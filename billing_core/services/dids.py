@@ -8,7 +8,7 @@ entry in NS_PROFILES (`did:<number>`); every write that touches them is register
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -22,27 +22,15 @@ from billing_core.db.tables import did_rules, dids
 from billing_core.errors import ApiError, ErrorCode
 from billing_core.money import quantize_money
 from billing_core.records import UserRecord
+from billing_core.services.clock import WIRE_TIME_FORMAT, as_utc
 from billing_core.services.container import Services
+from billing_core.services.ownership import reaches
 
 log = structlog.get_logger(__name__)
 
 Generations = dict[str, int] | None
 
-ADMIN_LEVEL = 33  # administrators see and edit every user's objects
-MASTER_LEVEL = 44  # a server key owned by a master administrator serves every user
 DID_PATTERN = re.compile(r"[0-9]{1,32}")  # dids.did is String(32)
-EXPIRATION_FORMAT = "%Y-%m-%d %H:%M:%S"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; they are UTC here."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,21 +60,8 @@ class DIDRule:
 
     @classmethod
     def from_row(cls, row: Any) -> DIDRule:
-        return cls(
-            position=row.position,
-            source=row.source,
-            pattern=row.pattern,
-            policy=row.policy,
-            sms_action=row.sms_action,
-            sms_destination=row.sms_destination,
-            action=row.action,
-            server=row.server,
-            destination=row.destination,
-            callerid=row.callerid,
-            timeout=row.timeout,
-            condition=row.condition,
-            input=row.input,
-        )
+        """From a did_rules row: every field is the column of the same name."""
+        return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,32 +137,12 @@ async def did_record(services: Services, gens: Generations, did: str) -> DIDReco
     )
 
 
-async def can_manage(services: Services, gens: Generations, actor: UserRecord, owner: str) -> bool:
-    """May `actor` (an API user) touch objects owned by `owner`? Itself, its users down the
-    manager chain, or anyone for administrators."""
-    if actor.accesslevel >= ADMIN_LEVEL or actor.username == owner:
-        return True
-    return actor.username in await services.profiles.manager_chain(gens, owner)
-
-
-async def key_owner_serves(services: Services, gens: Generations, key_owner: str, username: str) -> bool:
-    """Does a server key owned by `key_owner` serve `username`? The dispatcher's rule for
-    `login=`: the owner itself, users it manages down the chain, or everyone when the owner
-    is a master administrator."""
-    if username == key_owner:
-        return True
-    owner = await services.profiles.user_by(gens, "username", key_owner)
-    if owner is not None and owner.accesslevel >= MASTER_LEVEL:
-        return True
-    return key_owner in await services.profiles.manager_chain(gens, username)
-
-
 async def require_managed_did(services: Services, gens: Generations, actor: UserRecord, did: str) -> DIDRecord:
     """The DID for an API user that manages it, else E_NOT_EXIST / E_DOES_NOT_BELONG_TO_YOU."""
     record = await did_record(services, gens, did)
     if record is None:
         raise ApiError(ErrorCode.E_NOT_EXIST, "no such DID")
-    if not await can_manage(services, gens, actor, record.owner):
+    if not await reaches(services.profiles, gens, actor, record.owner):
         raise ApiError(ErrorCode.E_DOES_NOT_BELONG_TO_YOU, "the DID belongs to another user")
     return record
 
@@ -197,7 +152,7 @@ def parse_expiration(value: str) -> datetime | None:
     if not value:
         return None
     try:
-        return datetime.strptime(value, EXPIRATION_FORMAT).replace(tzinfo=UTC)
+        return datetime.strptime(value, WIRE_TIME_FORMAT).replace(tzinfo=UTC)
     except ValueError:
         raise ApiError(ErrorCode.E_INVALID_ARGUMENT, "expiration must be YYYY-MM-DD HH:MM:SS") from None
 
@@ -222,7 +177,7 @@ async def add_did(
     owner_user = await services.profiles.user_by(gens, "username", owner)
     if owner_user is None:
         raise ApiError(ErrorCode.E_NOT_EXIST, "no such owner")
-    if not await can_manage(services, gens, actor, owner):
+    if not await reaches(services.profiles, gens, actor, owner):
         raise ApiError(ErrorCode.E_DOES_NOT_BELONG_TO_YOU, "the owner is not one of your users")
     try:
         async with services.db.begin() as conn:

@@ -3,8 +3,9 @@
 The spec has no API method that creates directions; they come from a CSV file
 (`callgate directions import FILE.csv`, header `code,direction,min_len,max_len`).
 
-The matching rule is written once here (`longest_prefix`) so the API's
-resolveDirection and the rating engine agree on which direction a number is in:
+The matching rule is written once here (`longest_prefix`, `DirectionIndex.resolve`; both
+probe through `_probe`), and the API's resolveDirection and the rating engine read the
+same cached `DirectionIndex`, so they agree on which direction a number is in:
 among the directions whose code is a prefix of the number AND whose
 min_len ≤ len(number) ≤ max_len, the one with the longest code wins. A longer code
 whose length range does not admit the number therefore falls back to a shorter one
@@ -39,6 +40,7 @@ MAX_NUMBER_LEN = 32  # directions.code is String(32); E.164 itself stops at 15
 MAX_NAME_LEN = 128  # directions.direction is String(128)
 LINE_KEY = "_line"  # set by read_directions_csv: the row's line in the file
 EXTRA_KEY = "_extra"  # set by read_directions_csv: how many fields the row had beyond the header
+DIRECTIONS_KEY = "directions"  # the cache entry (NS_RATING) of the direction table
 
 _DIGITS = re.compile(r"[0-9]+")
 _NUMBER = re.compile(r"\+?([0-9]{1,32})")
@@ -76,19 +78,22 @@ class Direction:
             "max_len": self.max_len,
         }
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Direction:
-        return cls(
-            id=int(data["id"]),
-            code=str(data["code"]),
-            direction=str(data["direction"]),
-            min_len=int(data["min_len"]),
-            max_len=int(data["max_len"]),
-        )
 
 
 def _admits(row: DirectionLike, number: str) -> bool:
     return row.min_len <= len(number) <= row.max_len
+
+
+def _probe(by_code: Mapping[str, D], lengths: Iterable[int], number: str) -> D | None:
+    """The rule on a mapping code → direction: `number`'s prefixes of the given lengths
+    (longest first) are looked up; the first whose direction admits the number wins."""
+    size = len(number)
+    for length in lengths:
+        if length <= size:
+            row = by_code.get(number[:length])
+            if row is not None and row.min_len <= size <= row.max_len:
+                return row
+    return None
 
 
 def longest_prefix(directions: Iterable[D] | Mapping[str, D], number: str) -> D | None:
@@ -100,11 +105,7 @@ def longest_prefix(directions: Iterable[D] | Mapping[str, D], number: str) -> D 
     digits only (see `normalize_number`); anything else simply matches less.
     """
     if isinstance(directions, Mapping):
-        for end in range(len(number), 0, -1):
-            row = directions.get(number[:end])
-            if row is not None and _admits(row, number):
-                return row
-        return None
+        return _probe(directions, range(len(number), 0, -1), number)
     best: D | None = None
     for row in directions:
         if number.startswith(row.code) and _admits(row, number) and (best is None or len(row.code) > len(best.code)):
@@ -122,41 +123,70 @@ def normalize_number(number: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class DirectionIndex:
-    """Every direction, by id and by code (immutable: the cache keeps one per generation)."""
+    """Every direction, by id and by code (immutable: the cache keeps one per generation).
+
+    `lengths` are the distinct code lengths, longest first: a lookup probes only those
+    (a handful) instead of every prefix of the number — this is the rating hot path.
+    """
 
     by_code: Mapping[str, Direction]
     by_id: Mapping[int, Direction]
+    lengths: tuple[int, ...]
 
     @classmethod
     def build(cls, rows: Iterable[Direction]) -> DirectionIndex:
         listed = list(rows)
-        return cls(by_code={d.code: d for d in listed}, by_id={d.id: d for d in listed})
+        return cls(
+            by_code={d.code: d for d in listed},
+            by_id={d.id: d for d in listed},
+            lengths=tuple(sorted({len(d.code) for d in listed}, reverse=True)),
+        )
 
     def resolve(self, number: str) -> Direction | None:
-        return longest_prefix(self.by_code, number)
+        return _probe(self.by_code, self.lengths, number)
 
     def all(self) -> list[Direction]:
         return sorted(self.by_code.values(), key=lambda d: d.code)
 
     def to_json(self) -> list[dict[str, Any]]:
+        """getDirections' answer: every direction, by code."""
         return [d.to_json() for d in self.all()]
 
+    def to_rows(self) -> list[list[Any]]:
+        """The cache snapshot: [id, code, direction, min_len, max_len] per direction."""
+        return [[d.id, d.code, d.direction, d.min_len, d.max_len] for d in self.by_code.values()]
+
     @classmethod
-    def from_json(cls, data: Sequence[Mapping[str, Any]]) -> DirectionIndex:
-        return cls.build(Direction.from_json(item) for item in data)
+    def from_rows(cls, rows: Sequence[Sequence[Any]]) -> DirectionIndex:
+        return cls.build(Direction(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4])) for r in rows)
+
+
+def _prefixes(number: str) -> list[str]:
+    return [number[:n] for n in range(1, len(number) + 1)]
+
+
+async def load_directions(db: Database, *, prefixes_of: str | None = None) -> list[list[Any]]:
+    """Direction rows for `DirectionIndex.from_rows`: every direction, or with
+    `prefixes_of` only those whose code is a prefix of that number."""
+    column = directions.c
+    query = select(column.id, column.code, column.direction, column.min_len, column.max_len)
+    if prefixes_of is not None:
+        query = query.where(directions.c.code.in_(_prefixes(prefixes_of)))
+    async with db.begin() as conn:
+        rows = (await conn.execute(query)).all()
+    return [list(row) for row in rows]
 
 
 async def direction_index(db: Database, cache: ReadThroughCache, gens: Generations) -> DirectionIndex:
-    """All directions, read through the cache (NS_RATING)."""
-
-    async def load() -> list[dict[str, Any]]:
-        async with db.begin() as conn:
-            rows = (await conn.execute(select(directions).order_by(directions.c.code))).all()
-        return [Direction(r.id, r.code, r.direction, int(r.min_len), int(r.max_len)).to_json() for r in rows]
-
-    # "api:" keeps clear of the rating engine's own snapshot keys in the same namespace.
+    """All directions, read through the cache (NS_RATING): the one snapshot the API and the
+    rating engine share."""
     index = await cache.lookup(
-        gens, NS_RATING, "api:directions", load, decode=DirectionIndex.from_json, encode=DirectionIndex.to_json
+        gens,
+        NS_RATING,
+        DIRECTIONS_KEY,
+        lambda: load_directions(db),
+        decode=DirectionIndex.from_rows,
+        encode=DirectionIndex.to_rows,
     )
     return index if index is not None else DirectionIndex.build(())
 

@@ -35,8 +35,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing_core.db.tables import disa_failures, sip_extensions, users
 from billing_core.errors import ErrorCode
+from billing_core.services.clock import as_utc, utcnow
 from billing_core.services.container import Services
-from billing_core.services.dids import Generations, as_utc, key_owner_serves, utcnow
+from billing_core.services.dids import Generations
+from billing_core.services.ownership import key_owner_serves
 
 log = structlog.get_logger(__name__)
 
@@ -143,7 +145,7 @@ async def _choose(
     """The first usable candidate wins; otherwise the first one's reason is given."""
     reasons: list[ErrorCode] = []
     for candidate in candidates:
-        if not await key_owner_serves(services, gens, key_owner, candidate.username):
+        if not await key_owner_serves(services.profiles, gens, key_owner, candidate.username):
             reasons.append(ErrorCode.E_DOES_NOT_BELONG_TO_YOU)
         elif candidate.active not in ACTIVE_STATES:
             reasons.append(ErrorCode.E_USER_LOCKED)

@@ -1,7 +1,7 @@
 """SIP accounts (extensions): create, read, update, and switch tariffs and tariff options.
 
 An extension belongs to a user (its owner); a caller may touch the extensions of the
-users it reaches (billing_core.services.users). SIP passwords and DISA PINs are stored
+users it reaches (billing_core.services.ownership). SIP passwords and DISA PINs are stored
 encrypted with the service's SecretBox and shown only to the owner and administrators.
 """
 
@@ -21,21 +21,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from billing_core.db.tables import extension_options, sip_extensions, users
 from billing_core.errors import ApiError, ErrorCode
 from billing_core.records import UserRecord
-from billing_core.services.accounts import utcnow
-from billing_core.services.container import Services
-from billing_core.services.transfers import charge_fee
-from billing_core.services.users import (
+from billing_core.services.checks import (
     check_choice,
     check_extension_name,
     check_length,
     check_range,
-    extension_taken,
-    extensions_json,
+    existing_row,
     invalid,
-    is_admin,
-    reaches_in,
-    visible_tariff,
 )
+from billing_core.services.clock import utcnow
+from billing_core.services.container import Services
+from billing_core.services.ownership import is_admin, reaches_in
+from billing_core.services.tariffs import visible_tariff
+from billing_core.services.transfers import charge_fee
+from billing_core.services.user_info import extensions_json
 
 log = structlog.get_logger(__name__)
 
@@ -52,17 +51,19 @@ CHOICES: dict[str, tuple[int, ...]] = {"sip_srtp": (0, 1), "sip_reach": (0, 2), 
 COLUMNS = {"extension": "sip_extension", "sip_password": "sip_password_enc", "disa_pin": "disa_pin_enc"}
 
 
+async def extension_taken(conn: AsyncConnection, name: str) -> bool:
+    found = await conn.execute(select(sip_extensions.c.id).where(sip_extensions.c.sip_extension == name))
+    return found.first() is not None
+
+
 async def owned_extension(conn: AsyncConnection, caller: UserRecord, name: str) -> Any:
     """The extension row (+ owner_name, owner_account) if the caller reaches its owner."""
-    row = (
-        await conn.execute(
-            select(sip_extensions, users.c.username.label("owner_name"), users.c.account_id.label("owner_account"))
-            .join(users, users.c.id == sip_extensions.c.user_id)
-            .where(sip_extensions.c.sip_extension == name)
-        )
-    ).first()
-    if row is None:
-        raise ApiError(ErrorCode.E_NOT_EXIST, "no such SIP account")
+    query = (
+        select(sip_extensions, users.c.username.label("owner_name"), users.c.account_id.label("owner_account"))
+        .join(users, users.c.id == sip_extensions.c.user_id)
+        .where(sip_extensions.c.sip_extension == name)
+    )
+    row = await existing_row(conn, query, "no such SIP account")
     if not await reaches_in(conn, caller, row.owner_name):
         raise ApiError(ErrorCode.E_DOES_NOT_BELONG_TO_YOU)
     return row

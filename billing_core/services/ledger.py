@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ from billing_core.db.engine import Database
 from billing_core.db.tables import accounts, reservations, transactions
 from billing_core.errors import ApiError, ErrorCode
 from billing_core.money import ZERO
+from billing_core.services.clock import utcnow
 
 if TYPE_CHECKING:
     from billing_core.services.container import Services
@@ -36,10 +37,6 @@ OPEN = "open"
 SETTLED = "settled"
 EXPIRED = "expired"
 KIND_CALL = "call"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def call_ref(call_uid: str, prior: int) -> str:

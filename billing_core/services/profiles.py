@@ -12,6 +12,7 @@ from billing_core.cache.readthrough import ReadThroughCache
 from billing_core.db.engine import Database
 from billing_core.db.tables import api_keys, extension_options, sip_extensions, users
 from billing_core.records import ExtensionRecord, KeyRecord, UserRecord
+from billing_core.services.ownership import walk_managers
 
 Generations = dict[str, int] | None
 
@@ -57,12 +58,12 @@ class Profiles:
         )
         return found or []
 
-    async def key_for_peer(self, gens: Generations, peer_ip: str) -> KeyRecord | None:
-        """The Asterisk server's key: the first server key whose source mask admits the peer."""
-        for key in await self.server_keys(gens):
-            if ip_allowed(peer_ip, key.source):
-                return key
-        return None
+    async def keys_for_peer(self, gens: Generations, peer_ip: str) -> list[KeyRecord]:
+        """Server keys whose source mask admits the peer: the Asterisk server's key candidates,
+        lowest sufficient level first (a dedicated level-50 Asterisk key before a portal key
+        that happens to admit the same address), then oldest first."""
+        admitting = [key for key in await self.server_keys(gens) if ip_allowed(peer_ip, key.source)]
+        return sorted(admitting, key=lambda key: (key.access_level, key.id))
 
     async def user_by(self, gens: Generations, auth_by: str, value: str) -> UserRecord | None:
         """Find a user by the key's authorization method: username, sip_extension or id (caller ID)."""
@@ -155,12 +156,10 @@ class Profiles:
         return None if name is None else await self.extension(gens, name)
 
     async def manager_chain(self, gens: Generations, username: str) -> list[str]:
-        """Managers above `username`, nearest first (bounded against cycles)."""
-        chain: list[str] = []
-        current = await self.user_by(gens, "username", username)
-        while current is not None and current.manager and len(chain) < 16:
-            if current.manager in chain or current.manager == username:
-                break
-            chain.append(current.manager)
-            current = await self.user_by(gens, "username", current.manager)
-        return chain
+        """Managers above `username`, nearest first (ownership.walk_managers over the cache)."""
+
+        async def manager_of(name: str) -> str | None:
+            user = await self.user_by(gens, "username", name)
+            return None if user is None else user.manager
+
+        return await walk_managers(username, manager_of)

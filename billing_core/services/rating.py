@@ -4,6 +4,8 @@ Rating never moves money (that is billing_core.services.ledger). Everything it r
 directions, tariffs with their entries and routes, bill types, currencies — lives in the
 NS_RATING cache namespace as JSON snapshots; decoding a snapshot builds the in-memory
 index once per process and cache generation, so a warm decision costs no database query.
+The direction index and its longest-prefix rule are billing_core.services.directions'
+(one cache entry, shared with the API's resolveDirection/getDirections).
 The rules are written out in docs/billing.md.
 
 Public API (other modules use only this):
@@ -28,9 +30,10 @@ from sqlalchemy import select
 from billing_core.cache.keys import NS_RATING
 from billing_core.cache.readthrough import ReadThroughCache
 from billing_core.db.engine import Database
-from billing_core.db.tables import bill_types, currencies, directions, routes, tariff_entries, tariffs
+from billing_core.db.tables import bill_types, currencies, routes, tariff_entries, tariffs
 from billing_core.errors import ApiError, ErrorCode
 from billing_core.money import ZERO, quantize_money, quantize_money_up
+from billing_core.services.directions import DIRECTIONS_KEY, Direction, DirectionIndex, direction_index, load_directions
 
 log = structlog.get_logger(__name__)
 
@@ -110,15 +113,6 @@ def max_call_time(
 # ---------------------------------------------------------------------------
 # Records
 # ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Direction:
-    id: int
-    code: str
-    name: str
-    min_len: int
-    max_len: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,28 +202,6 @@ class Rating:
 # ---------------------------------------------------------------------------
 
 
-class DirectionIndex:
-    """Longest-prefix lookup: a dict code → direction, probed once per distinct code length."""
-
-    def __init__(self, rows: Sequence[Sequence[Any]]) -> None:
-        self.rows = [list(r) for r in rows]
-        self.by_code = {str(r[1]): Direction(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4])) for r in rows}
-        self.lengths = sorted({len(code) for code in self.by_code}, reverse=True)
-
-    def longest_prefix(self, number: str) -> Direction | None:
-        size = len(number)
-        for length in self.lengths:
-            if length > size:
-                continue
-            found = self.by_code.get(number[:length])
-            if found is not None and found.min_len <= size <= found.max_len:
-                return found
-        return None
-
-    def to_json(self) -> list[list[Any]]:
-        return self.rows
-
-
 class TariffIndex:
     """A tariff and its entries grouped by direction, each group by (priority, id)."""
 
@@ -277,10 +249,6 @@ class Catalog:
         )
 
 
-def _prefixes(number: str) -> list[str]:
-    return [number[:n] for n in range(1, len(number) + 1)]
-
-
 class RatingEngine:
     """Reads the rating catalog through the cache; decides no money."""
 
@@ -307,21 +275,14 @@ class RatingEngine:
     # -- directions ---------------------------------------------------------
 
     async def resolve_direction(self, gens: Generations, number: str) -> Direction | None:
-        """The direction whose code is the longest prefix of `number` (digits) among those
-        whose min_len ≤ len(number) ≤ max_len; None if there is none."""
-
-        async def load() -> list[list[Any]]:
-            query = select(
-                directions.c.id, directions.c.code, directions.c.direction, directions.c.min_len, directions.c.max_len
-            )
-            if gens is None:  # not shared with anyone: load only the candidate prefixes
-                query = query.where(directions.c.code.in_(_prefixes(number)))
-            async with self.db.begin() as conn:
-                rows = (await conn.execute(query)).all()
-            return [list(row) for row in rows]
-
-        index = await self._lookup(gens, "directions", load, DirectionIndex, DirectionIndex.to_json)
-        return None if index is None else index.longest_prefix(number)
+        """The direction of `number` (digits) by the rule of billing_core.services.directions,
+        on the direction index the API shares; None if there is none."""
+        if gens is None:  # cache down, nothing is shared: load only the number's own prefixes
+            rows = await load_directions(self.db, prefixes_of=number)
+            return DirectionIndex.from_rows(rows).resolve(number)
+        async with self._loading[DIRECTIONS_KEY]:
+            index = await direction_index(self.db, self.cache, gens)
+        return index.resolve(number)
 
     # -- tariffs ------------------------------------------------------------
 
@@ -435,7 +396,7 @@ class RatingEngine:
         return Rating(
             destination=number,
             direction_id=direction.id,
-            direction=direction.name,
+            direction=direction.direction,
             route_id=entry.route.id,
             route=entry.route.route,
             prefix=entry.route.prefix,

@@ -23,16 +23,12 @@ from billing_core.db.tables import accounts, transactions, users
 from billing_core.errors import ApiError, ErrorCode
 from billing_core.money import ZERO
 from billing_core.records import UserRecord
-from billing_core.services.accounts import utcnow
+from billing_core.services.checks import check_choice, check_length, invalid
+from billing_core.services.clock import utcnow
 from billing_core.services.container import Services
 from billing_core.services.currency import currency_or_system
 from billing_core.services.ledger import held
-from billing_core.services.users import (
-    account_relation,
-    check_choice,
-    check_length,
-    invalid,
-)
+from billing_core.services.ownership import account_relation
 
 log = structlog.get_logger(__name__)
 

@@ -8,8 +8,8 @@ from billing_core.api.methods.users import caller_of
 from billing_core.api.params import Bool, Int, Params, Str
 from billing_core.api.registry import REGISTRY, CallContext, TextAnswer
 from billing_core.cache.keys import NS_PROFILES
+from billing_core.services import checks, ownership, user_info
 from billing_core.services import extensions as ext_svc
-from billing_core.services import users as users_svc
 
 # The User object's sip_transport values (the argument is a ustring without {braces}).
 SipTransport = Literal["udp,tcp,tls", "udp,tcp", "tls", "udp", "tcp"]
@@ -57,7 +57,7 @@ class SwitchRatesParams(Params):
 @REGISTRY.method("createExtension", level=1, params=CreateExtensionParams, returns="bool", invalidates=(NS_PROFILES,))
 async def create_extension(ctx: CallContext, p: CreateExtensionParams) -> bool:
     if p.owner:
-        owner = await users_svc.reachable_user(ctx.services, ctx.generations, caller_of(ctx), p.owner)
+        owner = await ownership.reachable_user(ctx.services.profiles, ctx.generations, caller_of(ctx), p.owner)
     else:
         owner = ctx.require_actor()
     new = ext_svc.NewExtension(
@@ -79,8 +79,8 @@ async def get_extension_info(ctx: CallContext, p: GetExtensionInfoParams) -> dic
     if p.property is None:
         return info
     if p.property not in info:
-        raise users_svc.invalid(f"unknown property: {p.property[:64]}")
-    return TextAnswer(text=users_svc.value_text(p.property, info[p.property]))
+        raise checks.invalid(f"unknown property: {p.property[:64]}")
+    return TextAnswer(text=user_info.value_text(p.property, info[p.property]))
 
 
 @REGISTRY.method("updateExtension", level=1, params=UpdateExtensionParams, returns="bool", invalidates=(NS_PROFILES,))

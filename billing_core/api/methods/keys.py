@@ -10,10 +10,8 @@ from billing_core.api.registry import REGISTRY, CallContext
 from billing_core.cache.keys import NS_PROFILES
 from billing_core.errors import ApiError, ErrorCode
 from billing_core.records import UserRecord
+from billing_core.services import checks, ownership
 from billing_core.services import keys as keys_svc
-from billing_core.services import users as users_svc
-
-MASTER_LEVEL = 44  # may see every key and create keys of any level (server keys for Asterisk)
 
 
 class AddKeyParams(Params):
@@ -29,17 +27,18 @@ class AddKeyParams(Params):
 
 async def _check_new_key(ctx: CallContext, caller: UserRecord, p: AddKeyParams) -> None:
     if p.auth_by not in keys_svc.AUTH_METHODS:
-        raise users_svc.invalid(f"auth_by must be one of {', '.join(keys_svc.AUTH_METHODS)}")
-    users_svc.check_length("name", p.name, 64)
-    users_svc.check_choice("secure_only", p.secure_only, (0, 1))
-    if p.accessLevel > caller.accesslevel and caller.accesslevel < MASTER_LEVEL:
+        raise checks.invalid(f"auth_by must be one of {', '.join(keys_svc.AUTH_METHODS)}")
+    checks.check_length("name", p.name, 64)
+    checks.check_choice("secure_only", p.secure_only, (0, 1))
+    # a master administrator may create keys of any level (server keys for Asterisk)
+    if p.accessLevel > caller.accesslevel and not ownership.is_master(caller):
         raise ApiError(ErrorCode.E_INSUFFICIENT_ACCESS, "a key above your own level")
     if p.default_user:
         # a static key acts as its default user: only for the caller or users it reaches
         user = await ctx.services.profiles.user_by(ctx.generations, p.auth_by, p.default_user)
         if user is None:
             raise ApiError(ErrorCode.E_NOT_EXIST, "no such default_user")
-        if not await users_svc.reaches(ctx.services, ctx.generations, caller, user.username):
+        if not await ownership.reaches(ctx.services.profiles, ctx.generations, caller, user.username):
             raise ApiError(ErrorCode.E_DOES_NOT_BELONG_TO_YOU, "default_user is not yours")
 
 
@@ -66,6 +65,6 @@ async def add_key(ctx: CallContext, p: AddKeyParams) -> bool:
 async def get_keys(ctx: CallContext, p: NoParams) -> list[dict[str, Any]]:
     """The caller's keys (a master administrator: every key), with the hint in place of the key."""
     caller = caller_of(ctx)
-    owner = None if caller.accesslevel >= MASTER_LEVEL else caller.username
+    owner = None if ownership.is_master(caller) else caller.username
     rows = await keys_svc.list_keys(ctx.services.db, owner=owner)
     return [{**row, "key": row["apikey"], "maintenance": ""} for row in rows]

@@ -9,8 +9,7 @@ from pydantic import Field
 from billing_core.api.methods.users import caller_of
 from billing_core.api.params import Bool, Params, Str
 from billing_core.api.registry import REGISTRY, CallContext
-from billing_core.services import cdr_log
-from billing_core.services import users as users_svc
+from billing_core.services import cdr_log, ownership
 
 
 class GetLogsParams(Params):
@@ -23,7 +22,7 @@ class GetLogsParams(Params):
 @REGISTRY.method("getLogs", level=1, params=GetLogsParams, returns="json")
 async def get_logs(ctx: CallContext, p: GetLogsParams) -> list[dict[str, Any]]:
     if p.user:
-        subject = await users_svc.reachable_user(ctx.services, ctx.generations, caller_of(ctx), p.user)
+        subject = await ownership.reachable_user(ctx.services.profiles, ctx.generations, caller_of(ctx), p.user)
     else:
         subject = ctx.require_actor()
     return await cdr_log.call_log(

@@ -1,4 +1,4 @@
-"""API methods: routes (spec section "Routing"); logic in billing_core.services.catalog."""
+"""API methods: routes (spec section "Routing"); logic in billing_core.services.routes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pydantic import Field
 from billing_core.api.params import Bool, Int, Params, Str
 from billing_core.api.registry import REGISTRY, CallContext
 from billing_core.cache.keys import NS_RATING
-from billing_core.services import catalog
+from billing_core.services import routes
 
 
 class GetRoutesParams(Params):
@@ -20,12 +20,12 @@ class GetRoutesParams(Params):
 
 @REGISTRY.method("getRoutes", level=22, params=GetRoutesParams, returns="json")
 async def get_routes(ctx: CallContext, p: GetRoutesParams) -> list[dict[str, Any]]:
-    """Routes the acting user may see (see catalog: `all` adds those of managed users;
+    """Routes the acting user may see (see ownership.listing_owners: `all` adds those of managed users;
     administrators see the administrators' routes, with all=true every route).
     `update=true` is accepted and ignored: route balance handlers are not run here, so
     lastupdate / clientlastupdate / balance are null."""
     actor = ctx.require_actor()
-    return await catalog.list_routes(ctx.services.db, actor, route_type=p.type, include_managed=p.all)
+    return await routes.list_routes(ctx.services.db, actor, route_type=p.type, include_managed=p.all)
 
 
 class AddRouteParams(Params):
@@ -47,7 +47,7 @@ class AddRouteParams(Params):
 @REGISTRY.method("addRoute", level=22, params=AddRouteParams, returns="bool", invalidates=(NS_RATING,))
 async def add_route(ctx: CallContext, p: AddRouteParams) -> bool:
     actor = ctx.require_actor()
-    new = catalog.NewRoute(
+    new = routes.NewRoute(
         route=p.route,
         type=p.type,
         sip_server=p.sip_server,
@@ -61,7 +61,7 @@ async def add_route(ctx: CallContext, p: AddRouteParams) -> bool:
         balance_username=p.balance_username,
         balance_password=p.balance_password,
     )
-    await catalog.add_route(ctx.services.db, ctx.services.box, actor, new)
+    await routes.add_route(ctx.services.db, ctx.services.box, actor, new)
     return True
 
 
@@ -72,5 +72,5 @@ class UpdateRouteStateParams(Params):
 
 @REGISTRY.method("updateRouteState", level=22, params=UpdateRouteStateParams, returns="bool", invalidates=(NS_RATING,))
 async def update_route_state(ctx: CallContext, p: UpdateRouteStateParams) -> bool:
-    await catalog.set_route_state(ctx.services.db, ctx.require_actor(), p.id, p.state)
+    await routes.set_route_state(ctx.services.db, ctx.require_actor(), p.id, p.state)
     return True

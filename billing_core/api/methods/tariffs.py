@@ -1,5 +1,6 @@
 """API methods: directions, tariffs, tariff entries, bill types (spec section
-"Directions and tarification"); logic in billing_core.services.catalog and .directions."""
+"Directions and tarification"); logic in billing_core.services.tariffs, .tariff_entries,
+.prices, .bill_types and .directions."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from billing_core.api.params import Bool, Int, NoParams, Num, Params, Str
 from billing_core.api.registry import REGISTRY, CallContext, TextAnswer
 from billing_core.cache.keys import NS_RATING
 from billing_core.errors import ApiError, ErrorCode
-from billing_core.services import catalog, directions
+from billing_core.services import bill_types, directions, prices, tariff_entries, tariffs
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
 
@@ -78,7 +79,7 @@ class AddRatesParams(Params):
 
 @REGISTRY.method("addRates", level=22, params=AddRatesParams, returns="bool", invalidates=(NS_RATING,))
 async def add_rates(ctx: CallContext, p: AddRatesParams) -> bool:
-    new = catalog.NewTariff(
+    new = tariffs.NewTariff(
         table=p.table,
         name=p.name,
         bill_type=p.bill_type,
@@ -89,7 +90,7 @@ async def add_rates(ctx: CallContext, p: AddRatesParams) -> bool:
         did_multiplier=p.did_multiplier,
         description=p.description,
     )
-    await catalog.add_tariff(ctx.services.db, ctx.require_actor(), new)
+    await tariffs.add_tariff(ctx.services.db, ctx.require_actor(), new)
     return True
 
 
@@ -101,11 +102,11 @@ class GetRatesListParams(Params):
 
 @REGISTRY.method("getRatesList", level=1, params=GetRatesListParams, returns="json")
 async def get_rates_list(ctx: CallContext, p: GetRatesListParams) -> list[dict[str, Any]]:
-    """Tariffs the acting user may see (catalog's ownership rules), fields as the spec's
+    """Tariffs the acting user may see (ownership.tariff_list_filter), fields as the spec's
     example; display_switch_price is in the acting user's currency."""
     actor = ctx.require_actor()
     course = await _eur_course(ctx, actor.currency)
-    return await catalog.list_tariffs(
+    return await tariffs.list_tariffs(
         ctx.services.db,
         actor,
         eur_course=course,
@@ -121,16 +122,16 @@ class GetRatesParams(Params):
 
 @REGISTRY.method("getRates", level=1, params=GetRatesParams, returns="json")
 async def get_rates(ctx: CallContext, p: GetRatesParams) -> list[dict[str, Any]]:
-    """A tariff's entries, one object per direction (shape: catalog.render_prices),
+    """A tariff's entries, one object per direction (shape: prices.render_prices),
     displaycost in the acting user's currency. Entries on disabled routes are listed
     too: this is the tariff as configured."""
     actor = ctx.require_actor()
-    await catalog.readable_tariff(ctx.services.db, actor, p.id)
+    await tariffs.readable_tariff(ctx.services.db, actor, p.id)
     course = await _eur_course(ctx, actor.currency)
-    prices = await catalog.tariff_prices(ctx.services, ctx.generations, p.id)
-    if prices is None:
+    priced = await prices.tariff_prices(ctx.services, ctx.generations, p.id)
+    if priced is None:
         raise ApiError(ErrorCode.E_NOT_EXIST, f"no tariff {p.id}")
-    return catalog.render_prices(prices, course)
+    return prices.render_prices(priced, course)
 
 
 class GetCurrentRatesParams(Params):
@@ -149,7 +150,7 @@ async def _current_tariff_id(ctx: CallContext) -> int:
     """
     actor = ctx.actor
     if actor is None:
-        public = await catalog.public_price_list(ctx.services.db)
+        public = await tariffs.public_price_list(ctx.services.db)
         if public is None:
             raise ApiError(ErrorCode.E_NOT_EXIST, "there is no public tariff")
         return public
@@ -176,10 +177,10 @@ async def get_current_rates(ctx: CallContext, p: GetCurrentRatesParams) -> list[
     enabled routes: what a call can actually use."""
     course = await _eur_course(ctx, p.currency)
     tariff_id = await _current_tariff_id(ctx)
-    prices = await catalog.tariff_prices(ctx.services, ctx.generations, tariff_id)
-    if prices is None:
+    priced = await prices.tariff_prices(ctx.services, ctx.generations, tariff_id)
+    if priced is None:
         raise ApiError(ErrorCode.E_NOT_EXIST, "your tariff does not exist any more")
-    return catalog.render_prices(prices, course, serviced_only=True)
+    return prices.render_prices(priced, course, serviced_only=True)
 
 
 # --- tariff entries ----------------------------------------------------------------------
@@ -195,7 +196,7 @@ class AddDirectionParams(Params):
 
 @REGISTRY.method("addDirection", level=22, params=AddDirectionParams, returns="bool", invalidates=(NS_RATING,))
 async def add_direction(ctx: CallContext, p: AddDirectionParams) -> bool:
-    await catalog.add_entry(
+    await tariff_entries.add_entry(
         ctx.services.db,
         ctx.require_actor(),
         tariff_id=p.rates,
@@ -218,7 +219,7 @@ class UpdateDirectionParams(Params):
 
 @REGISTRY.method("updateDirection", level=22, params=UpdateDirectionParams, returns="bool", invalidates=(NS_RATING,))
 async def update_direction(ctx: CallContext, p: UpdateDirectionParams) -> bool:
-    await catalog.update_entry(
+    await tariff_entries.update_entry(
         ctx.services.db,
         ctx.require_actor(),
         tariff_id=p.rates,
@@ -239,7 +240,7 @@ class DeleteDirectionParams(Params):
 
 @REGISTRY.method("deleteDirection", level=22, params=DeleteDirectionParams, returns="bool", invalidates=(NS_RATING,))
 async def delete_direction(ctx: CallContext, p: DeleteDirectionParams) -> bool:
-    await catalog.delete_entry(
+    await tariff_entries.delete_entry(
         ctx.services.db, ctx.require_actor(), tariff_id=p.rates, direction_id=p.direction, prior=p.prior
     )
     return True
@@ -256,7 +257,7 @@ class AddBillTypeParams(Params):
 
 @REGISTRY.method("addBillType", level=33, params=AddBillTypeParams, returns="bool", invalidates=(NS_RATING,))
 async def add_bill_type(ctx: CallContext, p: AddBillTypeParams) -> bool:
-    await catalog.add_bill_type(ctx.services.db, name=p.bill_type, free_threshold=p.free_threshold, step=p.step)
+    await bill_types.add_bill_type(ctx.services.db, name=p.bill_type, free_threshold=p.free_threshold, step=p.step)
     return True
 
 
@@ -264,4 +265,4 @@ async def add_bill_type(ctx: CallContext, p: AddBillTypeParams) -> bool:
 async def get_bill_types(ctx: CallContext, p: NoParams) -> list[dict[str, Any]]:
     """[{"type", "free_threshold", "step"}] by type name (the spec's example opens with a
     stray '[[': this is the flat list it describes)."""
-    return await catalog.list_bill_types(ctx.services, ctx.generations)
+    return await bill_types.list_bill_types(ctx.services, ctx.generations)

@@ -15,7 +15,7 @@ from billing_core.api.registry import REGISTRY, CallContext, TextAnswer
 from billing_core.cache.keys import NS_PROFILES
 from billing_core.errors import ApiError, ErrorCode
 from billing_core.records import UserRecord
-from billing_core.services import users as users_svc
+from billing_core.services import ownership, registration, user_info, user_updates
 
 
 def caller_of(ctx: CallContext) -> UserRecord:
@@ -72,30 +72,30 @@ class GetUsersParams(Params):
 
 @REGISTRY.method("getInfo", level=1, params=NoParams, returns="json")
 async def get_info(ctx: CallContext, p: NoParams) -> dict[str, Any]:
-    return await users_svc.user_object(ctx.services, ctx.generations, ctx.user, ctx.require_actor())
+    return await user_info.user_object(ctx.services, ctx.generations, ctx.user, ctx.require_actor())
 
 
 @REGISTRY.method("getValue", level=1, params=GetValueParams, returns="text")
 async def get_value(ctx: CallContext, p: GetValueParams) -> TextAnswer:
-    obj = await users_svc.user_object(ctx.services, ctx.generations, ctx.user, ctx.require_actor())
-    return TextAnswer(text=users_svc.user_value(obj, p.property))
+    obj = await user_info.user_object(ctx.services, ctx.generations, ctx.user, ctx.require_actor())
+    return TextAnswer(text=user_info.user_value(obj, p.property))
 
 
 @REGISTRY.method("updateUser", level=1, params=UpdateUserParams, returns="bool", invalidates=(NS_PROFILES,))
 async def update_user(ctx: CallContext, p: UpdateUserParams) -> bool:
     caller = caller_of(ctx)
     if p.user:
-        target = await users_svc.reachable_user(ctx.services, ctx.generations, caller, p.user)
+        target = await ownership.reachable_user(ctx.services.profiles, ctx.generations, caller, p.user)
     else:
         target = ctx.require_actor()
     changes = {name: getattr(p, name) for name in p.model_fields_set if name != "user"}
-    await users_svc.update_user(ctx.services, ctx.generations, caller, target, changes)
+    await user_updates.update_user(ctx.services, ctx.generations, caller, target, changes)
     return True
 
 
 @REGISTRY.method("registerUser", level=22, params=RegisterUserParams, returns="bool", invalidates=(NS_PROFILES,))
 async def register_user(ctx: CallContext, p: RegisterUserParams) -> bool:
-    new = users_svc.NewUser(
+    new = registration.NewUser(
         username=p.user,
         md5_password=p.web_password,
         accesslevel=p.accesslevel,
@@ -108,12 +108,12 @@ async def register_user(ctx: CallContext, p: RegisterUserParams) -> bool:
         sip_srtp=p.sip_srtp,
         account=p.account,
     )
-    await users_svc.register_user(ctx.services, ctx.generations, caller_of(ctx), ctx.require_actor(), new)
+    await registration.register_user(ctx.services, ctx.generations, caller_of(ctx), ctx.require_actor(), new)
     return True
 
 
 @REGISTRY.method("getUsers", level=22, params=GetUsersParams, returns="json")
 async def get_users(ctx: CallContext, p: GetUsersParams) -> list[dict[str, Any]]:
-    return await users_svc.list_users(
+    return await user_info.list_users(
         ctx.services, ctx.generations, ctx.require_actor(), viewer=ctx.user, everyone=p.all
     )

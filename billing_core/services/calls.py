@@ -8,22 +8,20 @@ decision that starts by locking the account row. The rules are in docs/billing.m
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 
 import structlog
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing_core.config import SYSTEM_CURRENCY
-from billing_core.db.tables import cdrs
 from billing_core.errors import ApiError, ErrorCode
 from billing_core.money import ZERO, format_money, to_display
 from billing_core.records import ExtensionRecord, KeyRecord, UserRecord
 from billing_core.services import ledger
+from billing_core.services.call_ledger import CallRecord, DuplicateCall, Hold, StoredAnswer
 from billing_core.services.clock import utcnow
 from billing_core.services.container import Services
 from billing_core.services.ledger import expire_reservations, run_expiry_loop
@@ -58,6 +56,8 @@ _CODED_STATUS = re.compile(r"(\d{1,3})([A-Za-z]+)")  # the spec's form: 0CANCEL,
 _NUMBER = re.compile(r"\+?(\d{1,32})")
 MAX_CALL_UID = 64
 NO_PITCH = -1
+UNLIMITED = Decimal("Infinity")  # the first hold attempt plans for money without limit
+MAX_HOLD_ATTEMPTS = 8
 
 
 # -- input -------------------------------------------------------------------
@@ -207,53 +207,65 @@ async def prepare_call(
         return _log_decline(ErrorCode.E_USER_LOCKED, caller, call_uid, prior)
     try:
         return await _hold(services, caller, rating, prior=prior, call_uid=call_uid)
-    except IntegrityError:
-        # The same (call_uid, prior) was reserved concurrently for another account.
-        async with services.db.begin() as conn:
-            existing = await ledger.find_reservation(conn, call_uid, prior)
-        return _replay_hold(caller, existing)
+    except DuplicateCall:
+        # The same (call_uid, prior) was held concurrently (for another account).
+        return _replay_hold(caller, await services.call_ledger.find_reservation(call_uid, prior))
+
+
+def _plan(rating: Rating, cap_s: int, available: Decimal) -> tuple[int, Decimal] | None:
+    """The longest call `available` pays for, and what to hold for it (None: not one step)."""
+    if rating.internal:
+        return cap_s, ZERO
+    max_time_s = max_call_time(
+        price_per_minute=rating.price_per_minute,
+        switch_price=rating.switch_price,
+        step=rating.step,
+        free_threshold=rating.free_threshold,
+        available=available,
+        cap_s=cap_s,
+    )
+    if max_time_s is None:
+        return None
+    amount = reserve_amount(
+        rating.billed(max_time_s), price_per_minute=rating.price_per_minute, switch_price=rating.switch_price
+    )
+    return max_time_s, amount
 
 
 async def _hold(services: Services, caller: Caller, rating: Rating, *, prior: int, call_uid: str) -> CallAnswer:
+    """Hold the longest call the account affords. The first attempt asks for the longest call
+    allowed at all (one round trip when the money is there); a `short` answer says what is
+    available, and the hold is planned again for that, until it fits or not one step does."""
     cap_s = call_cap(services, caller)
-    now = utcnow()
-    async with services.db.begin() as conn:
-        account = await ledger.lock_account(conn, caller.user.account_id)
-        existing = await ledger.find_reservation(conn, call_uid, prior)
-        if existing is not None:
-            return _replay_hold(caller, existing)
-        if rating.internal:
-            max_time_s: int | None = cap_s
-        else:
-            max_time_s = max_call_time(
-                price_per_minute=rating.price_per_minute,
-                switch_price=rating.switch_price,
-                step=rating.step,
-                free_threshold=rating.free_threshold,
-                available=await ledger.available(conn, account, now),
-                cap_s=cap_s,
-            )
-        if max_time_s is None:
+    rating_json = json.dumps(rating.to_json())
+    available = UNLIMITED
+    for _ in range(MAX_HOLD_ATTEMPTS):
+        plan = _plan(rating, cap_s, available)
+        if plan is None:
             return _log_decline(ErrorCode.E_INSUFFICIENT_MONEY, caller, call_uid, prior)
-        billed = rating.billed(max_time_s)
-        amount = reserve_amount(billed, price_per_minute=rating.price_per_minute, switch_price=rating.switch_price)
-        await ledger.reserve(
-            conn,
-            call_uid=call_uid,
-            prior=prior,
-            account_id=account.id,
-            user_id=caller.user.id,
-            amount=amount,
-            max_time_s=max_time_s,
-            expires_at=ledger.expiry_for(now, max_time_s, services.settings.reservation_grace_s),
-            rating=rating.to_json(),
-            now=now,
-        )
-    log.info(
-        "call.prepared", call_uid=call_uid, prior=prior, user=caller.user.username, direction=rating.direction,
-        route=rating.route, max_time_s=max_time_s, reserved=str(amount),
-    )  # fmt: skip
-    return allowed(caller, rating, max_time_s)
+        max_time_s, amount = plan
+        now = utcnow()
+        attempt = await services.call_ledger.try_hold(
+            Hold(
+                call_uid=call_uid, prior=prior, account_id=caller.user.account_id, user_id=caller.user.id,
+                amount=amount, max_time_s=max_time_s, now=now,
+                expires_at=ledger.expiry_for(now, max_time_s, services.settings.reservation_grace_s),
+                rating_json=rating_json,
+            )
+        )  # fmt: skip
+        if attempt.outcome == "exists":
+            return _replay_hold(caller, attempt.existing)
+        if attempt.outcome == "held":
+            log.info(
+                "call.prepared", call_uid=call_uid, prior=prior, user=caller.user.username,
+                direction=rating.direction, route=rating.route, max_time_s=max_time_s, reserved=str(amount),
+            )  # fmt: skip
+            return allowed(caller, rating, max_time_s)
+        assert attempt.available is not None
+        available = attempt.available
+    # Other calls of this account kept taking the money between our attempts.
+    log.warning("call.hold_contended", call_uid=call_uid, user=caller.user.username)
+    return _log_decline(ErrorCode.E_INSUFFICIENT_MONEY, caller, call_uid, prior)
 
 
 def _replay_hold(caller: Caller, existing: ledger.Reservation | None) -> CallAnswer:
@@ -294,15 +306,7 @@ async def finish_call(services: Services, gens: Generations, caller: Caller, rep
     except ApiError as exc:
         fresh = exc
     currency, course = await _display_currency(services, gens, caller.user.currency)
-    try:
-        return await _charge(services, caller, report, number, answered, fresh, (currency, course))
-    except IntegrityError:
-        # A concurrent duplicate wrote the CDR first: answer what it answered.
-        async with services.db.begin() as conn:
-            stored = await _stored_answer(conn, report.call_uid, report.prior)
-        if stored is None:
-            raise
-        return stored
+    return await _charge(services, caller, report, number, answered, fresh, (currency, course))
 
 
 async def _display_currency(services: Services, gens: Generations, currency: str) -> tuple[str, Decimal]:
@@ -323,52 +327,49 @@ async def _charge(
     display_currency: tuple[str, Decimal],
 ) -> CallAnswer:
     currency, course = display_currency
-    now = utcnow()
     account_id = caller.user.account_id
-    async with services.db.begin() as conn:
-        await ledger.lock_account(conn, account_id)
-        stored = await _stored_answer(conn, report.call_uid, report.prior)
-        if stored is not None:
-            return stored
-        held = await ledger.find_reservation(conn, report.call_uid, report.prior)
-        locked = _locked_rating(held, account_id, number)
-        if held is not None and locked is None:
-            log.warning("call.reservation_mismatch", call_uid=report.call_uid, prior=report.prior)
-            held = None
-        rating = locked or fresh
-        if isinstance(rating, ApiError):
-            raise rating  # no hold to charge at and the call cannot be rated now
-        length_s = reported_length(report.length_s, report.answered_ms)
-        if held is not None:
-            length_s = min(length_s, held.max_time_s)  # the dialplan's L() enforces it too
-        billed_s = rating.billed(length_s) if answered else 0
-        cost = rating.cost(billed_s) if answered else ZERO
-        display = to_display(cost, course)
-        text = (
-            f"Saved {_token(rating.direction)} [{_token(caller.callerid)}/{number}] via [{_token(rating.route)}] "
-            f"{billed_s} {format_money(display)} {currency} {report.status}"
-        )
-        await conn.execute(
-            cdrs.insert().values(
-                call_uid=report.call_uid, prior=report.prior, user_id=caller.user.id, account_id=account_id,
-                sip_extension=caller.extension.sip_extension if caller.extension else "",
-                callerid=caller.callerid[:64], destination=number, direction_id=rating.direction_id,
-                direction=rating.direction, route_id=rating.route_id, route=rating.route,
-                length_s=int(report.length_s.to_integral_value(rounding=ROUND_CEILING)),
-                answered_ms=report.answered_ms, billed_s=billed_s, status=report.status, cause=report.cause,
-                cost=cost, display_cost=display, display_currency=currency, is_did=report.is_did,
-                answer=text, created_at=now,
-            )
-        )  # fmt: skip
-        ref = ledger.call_ref(report.call_uid, report.prior)
-        await ledger.charge(conn, account_id=account_id, amount=cost, ref=ref, now=now)
-        if held is not None:
-            await ledger.settle(conn, held.id)
+    stored, held = await services.call_ledger.call_record(report.call_uid, report.prior)
+    if stored is not None:
+        return _replayed(stored)
+    locked = _locked_rating(held, account_id, number)
+    if held is not None and locked is None:
+        log.warning("call.reservation_mismatch", call_uid=report.call_uid, prior=report.prior)
+        held = None
+    rating = locked or fresh
+    if isinstance(rating, ApiError):
+        raise rating  # no hold to charge at and the call cannot be rated now
+    length_s = reported_length(report.length_s, report.answered_ms)
+    if held is not None:
+        length_s = min(length_s, held.max_time_s)  # the dialplan's L() enforces it too
+    billed_s = rating.billed(length_s) if answered else 0
+    cost = rating.cost(billed_s) if answered else ZERO
+    display = to_display(cost, course)
+    text = (
+        f"Saved {_token(rating.direction)} [{_token(caller.callerid)}/{number}] via [{_token(rating.route)}] "
+        f"{billed_s} {format_money(display)} {currency} {report.status}"
+    )
+    record = CallRecord(
+        call_uid=report.call_uid, prior=report.prior, user_id=caller.user.id, account_id=account_id,
+        sip_extension=caller.extension.sip_extension if caller.extension else "",
+        callerid=caller.callerid[:64], destination=number, direction_id=rating.direction_id,
+        direction=rating.direction, route_id=rating.route_id, route=rating.route,
+        length_s=int(report.length_s.to_integral_value(rounding=ROUND_CEILING)),
+        answered_ms=report.answered_ms, billed_s=billed_s, status=report.status, cause=report.cause,
+        cost=cost, display_cost=display, display_currency=currency, is_did=report.is_did,
+        answer=text, created_at=utcnow(),
+    )  # fmt: skip
+    stored = await services.call_ledger.record_call(record, reservation_id=held.id if held is not None else None)
+    if stored is not None:
+        return _replayed(stored)  # a concurrent duplicate wrote it first
     log.info(
         "call.finished", call_uid=report.call_uid, prior=report.prior, user=caller.user.username,
         status=report.status, billed_s=billed_s, cost=str(cost), reserved=held is not None,
     )  # fmt: skip
     return saved(text, display, currency)
+
+
+def _replayed(stored: StoredAnswer) -> CallAnswer:
+    return saved(stored.text, stored.display_cost, stored.display_currency)
 
 
 def _locked_rating(held: ledger.Reservation | None, account_id: int, number: str) -> Rating | None:
@@ -377,14 +378,3 @@ def _locked_rating(held: ledger.Reservation | None, account_id: int, number: str
         return None
     rating = Rating.from_json(held.rating)
     return rating if rating.destination == number else None
-
-
-async def _stored_answer(conn: AsyncConnection, call_uid: str, prior: int) -> CallAnswer | None:
-    row = (
-        await conn.execute(
-            select(cdrs.c.answer, cdrs.c.display_cost, cdrs.c.display_currency).where(
-                cdrs.c.call_uid == call_uid, cdrs.c.prior == prior
-            )
-        )
-    ).first()
-    return None if row is None else saved(row.answer, Decimal(row.display_cost), row.display_currency)

@@ -10,6 +10,7 @@ from billing_core.cache.readthrough import ReadThroughCache
 from billing_core.config import Settings
 from billing_core.db.engine import Database, create_engine
 from billing_core.services.bans import Bans
+from billing_core.services.call_ledger import CallLedger, SqlCallLedger
 from billing_core.services.profiles import Profiles
 from billing_core.services.rating import RatingEngine
 
@@ -23,6 +24,7 @@ class Services:
     profiles: Profiles
     bans: Bans
     rating: RatingEngine
+    call_ledger: CallLedger
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -36,8 +38,19 @@ class Services:
             profiles=Profiles(db, cache),
             bans=Bans(db, cache, settings),
             rating=RatingEngine(db, cache),
+            call_ledger=_call_ledger(settings, db),
         )
 
     async def close(self) -> None:
+        await self.call_ledger.close()
         await self.cache.backend.close()
         await self.db.dispose()
+
+
+def _call_ledger(settings: Settings, db: Database) -> CallLedger:
+    """PostgreSQL: one PL/pgSQL call per decision over asyncpg; other stores: SQLAlchemy."""
+    if db.engine.dialect.name == "postgresql":
+        from billing_core.db.pg_call_ledger import PgCallLedger
+
+        return PgCallLedger(settings.database_url, timeout_s=settings.db_timeout_s)
+    return SqlCallLedger(db)

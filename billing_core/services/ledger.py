@@ -29,6 +29,7 @@ from billing_core.money import ZERO
 from billing_core.services.clock import utcnow
 
 if TYPE_CHECKING:
+    from billing_core.services.call_ledger import Hold
     from billing_core.services.container import Services
 
 log = structlog.get_logger(__name__)
@@ -112,32 +113,20 @@ async def find_reservation(conn: AsyncConnection, call_uid: str, prior: int) -> 
     return None if row is None else Reservation.from_row(row)
 
 
-async def reserve(
-    conn: AsyncConnection,
-    *,
-    call_uid: str,
-    prior: int,
-    account_id: int,
-    user_id: int,
-    amount: Decimal,
-    max_time_s: int,
-    expires_at: datetime,
-    rating: dict[str, Any],
-    now: datetime,
-) -> None:
-    """Hold `amount` for a call attempt (unique per call_uid and prior)."""
+async def reserve(conn: AsyncConnection, hold: Hold) -> None:
+    """Hold `hold.amount` for a call attempt (unique per call_uid and prior). Lock first."""
     await conn.execute(
         reservations.insert().values(
-            call_uid=call_uid,
-            prior=prior,
-            account_id=account_id,
-            user_id=user_id,
-            amount=amount,
-            max_time_s=max_time_s,
+            call_uid=hold.call_uid,
+            prior=hold.prior,
+            account_id=hold.account_id,
+            user_id=hold.user_id,
+            amount=hold.amount,
+            max_time_s=hold.max_time_s,
             state=OPEN,
-            created_at=now,
-            expires_at=expires_at,
-            rating=json.dumps(rating),
+            created_at=hold.now,
+            expires_at=hold.expires_at,
+            rating=hold.rating_json,
         )
     )
 

@@ -1,0 +1,191 @@
+"""The money side of call control, as four primitives every store implements the same way.
+
+callPrepare and callFinish are the hot path: one per call attempt each. Their money
+moves through a `CallLedger`, so that each store can do them in as few database round
+trips as it can while the rules stay in one place (billing_core.services.calls):
+
+- `try_hold`: hold `amount` for (call_uid, prior) if the account can afford it, atomically
+  (Σ open holds ≤ balance + overdraft, decided under the account's row lock). When it
+  cannot, it says how much is available so the caller can plan a shorter call and retry.
+- `find_reservation` / `call_record`: what is already stored for a call attempt.
+- `record_call`: the CDR, the debit, its transaction row and the settled hold, in ONE
+  transaction, written once per (call_uid, prior); a duplicate gets the stored answer.
+
+`SqlCallLedger` (here) runs them through SQLAlchemy and serves SQLite, the embedded
+default. `billing_core.db.pg_call_ledger.PgCallLedger` runs each as one call of a
+PL/pgSQL function over a raw asyncpg pool (migration 0002), which is what makes PostgreSQL
+fast enough for the benchmark; the test suite runs the same call tests against both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from billing_core.db.engine import Database
+from billing_core.db.tables import cdrs
+from billing_core.services import ledger
+from billing_core.services.ledger import Reservation
+
+
+class DuplicateCall(Exception):
+    """Another request stored a hold for the same (call_uid, prior) at the same moment."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """One hold to place: `amount` for a call of at most `max_time_s`."""
+
+    call_uid: str
+    prior: int
+    account_id: int
+    user_id: int
+    amount: Decimal
+    max_time_s: int
+    now: datetime
+    expires_at: datetime
+    rating_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class HoldAttempt:
+    """`held`; `short` (then `available` says what the account can still spend);
+    `exists` (a hold for this call attempt was stored before: `existing`)."""
+
+    outcome: Literal["held", "short", "exists"]
+    available: Decimal | None = None
+    existing: Reservation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAnswer:
+    """The callFinish answer a CDR keeps, replayed to a repeated request."""
+
+    text: str
+    display_cost: Decimal
+    display_currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One CDR row, with what it costs the account (system currency)."""
+
+    call_uid: str
+    prior: int
+    user_id: int
+    account_id: int
+    sip_extension: str
+    callerid: str
+    destination: str
+    direction_id: int | None
+    direction: str
+    route_id: int | None
+    route: str
+    length_s: int
+    answered_ms: int | None
+    billed_s: int
+    status: str
+    cause: str
+    cost: Decimal
+    display_cost: Decimal
+    display_currency: str
+    is_did: str
+    answer: str
+    created_at: datetime
+
+    def stored(self) -> StoredAnswer:
+        return StoredAnswer(self.answer, self.display_cost, self.display_currency)
+
+
+class CallLedger(Protocol):
+    async def try_hold(self, hold: Hold) -> HoldAttempt: ...
+
+    async def find_reservation(self, call_uid: str, prior: int) -> Reservation | None: ...
+
+    async def call_record(self, call_uid: str, prior: int) -> tuple[StoredAnswer | None, Reservation | None]: ...
+
+    async def record_call(self, record: CallRecord, *, reservation_id: int | None) -> StoredAnswer | None:
+        """Write the call; None when written now, else the answer stored before."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class SqlCallLedger:
+    """The primitives through SQLAlchemy (the embedded default; any SQL store works)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def try_hold(self, hold: Hold) -> HoldAttempt:
+        try:
+            async with self.db.begin() as conn:
+                account = await ledger.lock_account(conn, hold.account_id)
+                existing = await ledger.find_reservation(conn, hold.call_uid, hold.prior)
+                if existing is not None:
+                    return HoldAttempt("exists", existing=existing)
+                available = await ledger.available(conn, account, hold.now)
+                if available < hold.amount:
+                    return HoldAttempt("short", available=available)
+                await ledger.reserve(conn, hold)
+                return HoldAttempt("held", available=available - hold.amount)
+        except IntegrityError as exc:
+            raise DuplicateCall() from exc
+
+    async def find_reservation(self, call_uid: str, prior: int) -> Reservation | None:
+        async with self.db.begin() as conn:
+            return await ledger.find_reservation(conn, call_uid, prior)
+
+    async def call_record(self, call_uid: str, prior: int) -> tuple[StoredAnswer | None, Reservation | None]:
+        async with self.db.begin() as conn:
+            return await _stored_answer(conn, call_uid, prior), await ledger.find_reservation(conn, call_uid, prior)
+
+    async def record_call(self, record: CallRecord, *, reservation_id: int | None) -> StoredAnswer | None:
+        try:
+            async with self.db.begin() as conn:
+                await ledger.lock_account(conn, record.account_id)
+                stored = await _stored_answer(conn, record.call_uid, record.prior)
+                if stored is not None:
+                    return stored
+                await conn.execute(cdrs.insert().values(**_cdr_values(record)))
+                await ledger.charge(
+                    conn,
+                    account_id=record.account_id,
+                    amount=record.cost,
+                    ref=ledger.call_ref(record.call_uid, record.prior),
+                    now=record.created_at,
+                )
+                if reservation_id is not None:
+                    await ledger.settle(conn, reservation_id)
+                return None
+        except IntegrityError:
+            # A concurrent duplicate wrote the CDR first (a store without row locks).
+            async with self.db.begin() as conn:
+                stored = await _stored_answer(conn, record.call_uid, record.prior)
+            if stored is None:
+                raise
+            return stored
+
+    async def close(self) -> None:
+        """The engine belongs to Services.db, which closes it."""
+
+
+def _cdr_values(record: CallRecord) -> dict[str, object]:
+    return {name: getattr(record, name) for name in CallRecord.__slots__}  # type: ignore[attr-defined]
+
+
+async def _stored_answer(conn: AsyncConnection, call_uid: str, prior: int) -> StoredAnswer | None:
+    row = (
+        await conn.execute(
+            select(cdrs.c.answer, cdrs.c.display_cost, cdrs.c.display_currency).where(
+                cdrs.c.call_uid == call_uid, cdrs.c.prior == prior
+            )
+        )
+    ).first()
+    return None if row is None else StoredAnswer(row.answer, Decimal(row.display_cost), row.display_currency)

@@ -14,7 +14,7 @@ from billing_core.db.tables import users
 from billing_core.errors import ErrorCode
 from billing_core.services.container import Services
 from tests.factories import balance_of, make_user
-from tests.rating_world import Standard, finish, ledger_of, prepare, server_key, standard_world, text_of
+from tests.rating_world import Standard, credentials, finish, ledger_of, prepare, server_key, standard_world, text_of
 
 
 async def _user(services: Services, std: Standard, name: str = "alice", **kw: object) -> str:
@@ -174,6 +174,43 @@ async def test_call_to_a_local_extension_is_internal_and_free(services: Services
     assert await balance_of(services, made.account_id) == Decimal("0")
     # An internal call has one route only: failover ends there.
     assert text_of(await prepare(dispatcher, std.key, login, "1002", prior="2")).text == "Declined E_UNROUTABLE"
+
+
+async def test_extension_created_through_the_api_is_internal_at_once(
+    services: Services, dispatcher: Dispatcher
+) -> None:
+    """Numbers of a length no extension has skip the extension lookup; a new extension of a
+    new length (written through the registry, which invalidates the cache) is seen at once."""
+    std = await standard_world(services)
+    login = await _user(services, std)
+    await make_user(services, "bob", rates_id=std.base)
+    assert text_of(await prepare(dispatcher, std.key, login, "79111234567", call_id="ext-0")).result == "Allowed"
+    assert await services.profiles.extension_lengths(await services.cache.generations()) == frozenset({4})
+    new_extension = {"login": "bob", "sip_extension": "2000005", "sip_password": "secret"}
+    created = await dispatcher.call("createExtension", new_extension, credentials(std.key, None))
+    assert created.error is None, created.error
+    answer = text_of(await prepare(dispatcher, std.key, login, "2000005", call_id="ext-1"))
+    assert (answer.result, answer.fields["CALLGATE_ROUTE"]) == ("Allowed", "internal")
+
+
+async def test_dialled_number_of_no_extension_length_reads_no_extension(
+    services: Services, dispatcher: Dispatcher
+) -> None:
+    std = await standard_world(services)
+    login = await _user(services, std)
+    text_of(await prepare(dispatcher, std.key, login, "79111234567", call_id="len-warm"))
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement.lower())
+
+    event.listen(services.db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        for n in range(3):  # new numbers every time, as real traffic dials
+            text_of(await prepare(dispatcher, std.key, login, f"7911765432{n}", call_id=f"len-{n}"))
+    finally:
+        event.remove(services.db.engine.sync_engine, "before_cursor_execute", record)
+    assert not [s for s in statements if "sip_extensions" in s]
 
 
 @pytest.mark.parametrize(

@@ -180,7 +180,7 @@ def call_cap(services: Services, caller: Caller) -> int:
 
 async def _rate(services: Services, gens: Generations, caller: Caller, number: str, prior: int) -> Rating:
     """Rate a call (cache only). Local extension → internal (only prior 1 exists)."""
-    if await services.profiles.extension(gens, number) is not None:
+    if await services.profiles.local_extension(gens, number) is not None:
         if prior != 1:
             raise ApiError(ErrorCode.E_UNROUTABLE, "an internal call has one route")
         return Rating.for_internal(number)

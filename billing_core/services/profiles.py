@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from billing_core.auth.ipmask import ip_allowed
 from billing_core.cache.keys import NS_PROFILES
@@ -136,6 +136,27 @@ class Profiles:
             decode=ExtensionRecord.from_json,
             encode=ExtensionRecord.to_json,
         )
+
+    async def extension_lengths(self, gens: Generations) -> frozenset[int]:
+        """The lengths local extension numbers have (one cached row set for all of them)."""
+
+        async def load() -> list[int]:
+            async with self.db.begin() as conn:
+                rows = await conn.execute(select(func.length(sip_extensions.c.sip_extension)).distinct())
+                return sorted(int(length) for length in rows.scalars())
+
+        found = await self.cache.lookup(
+            gens, NS_PROFILES, "ext_lengths", load, decode=frozenset, encode=sorted
+        )
+        return found or frozenset()
+
+    async def local_extension(self, gens: Generations, number: str) -> ExtensionRecord | None:
+        """The extension a dialled number reaches, if it is one. Most numbers dialled are
+        not: a number of a length no extension has is answered without a lookup, so the
+        stream of new external numbers never reaches the database or fills the cache."""
+        if len(number) not in await self.extension_lengths(gens):
+            return None
+        return await self.extension(gens, number)
 
     async def first_extension_of(self, gens: Generations, user_id: int) -> ExtensionRecord | None:
         async def load() -> str | None:

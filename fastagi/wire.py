@@ -39,6 +39,7 @@ USAGE_END_PREFIX: Final = "520 "
 _NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Characters MSet's argument splitter treats specially; a backslash makes each literal.
 _MSET_SPECIAL: Final = frozenset("\\,()[]")
+_MSET_ESCAPES: Final = str.maketrans({char: "\\" + char for char in _MSET_SPECIAL})
 # Values that cannot go through MSet (it removes every double quote) or a line at all.
 _NOT_FOR_MSET: Final = frozenset('"\r\n')
 _REPLY_RE: Final = re.compile(r"(\d{3}) result=(-?\d+)(?: \((.*)\))?(?: (.*))?")
@@ -180,7 +181,7 @@ def agi_quote(text: str) -> str:
 
 def mset_escape(value: str) -> str:
     """Escape what MSet's splitter would act on: `,` splits, `\\` escapes, ( ) [ ] nest."""
-    return "".join("\\" + char if char in _MSET_SPECIAL else char for char in value)
+    return value.translate(_MSET_ESCAPES)
 
 
 def mset_line(pairs: Sequence[tuple[str, str]]) -> str:

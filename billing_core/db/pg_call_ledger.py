@@ -73,6 +73,12 @@ def _reservation(call_uid: str, prior: int, row: Any, offset: int = 0) -> Reserv
     )
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """asyncpg's default reset on release (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL)
+    costs a round trip and a transaction per query here; these connections never change
+    session state, and a release inside a transaction is still rolled back by the pool."""
+
+
 class PgCallLedger:
     def __init__(self, database_url: str, *, timeout_s: float, max_connections: int = 10) -> None:
         self._dsn = asyncpg_dsn(database_url)
@@ -92,6 +98,7 @@ class PgCallLedger:
                         timeout=self._timeout_s,
                         command_timeout=10,
                         max_inactive_connection_lifetime=60,
+                        reset=_keep_session,
                     )
         return self._pool
 

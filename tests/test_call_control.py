@@ -280,3 +280,25 @@ async def test_call_control_needs_a_server_key(services: Services, dispatcher: D
     weak = await make_key(services, level=33, name="admin-key")
     outcome = await dispatcher.call("callPrepare", {"login": "alice", "destination": NUMBER}, credentials(weak, None))
     assert outcome.error is not None and outcome.error.code is ErrorCode.E_INSUFFICIENT_ACCESS
+
+
+async def test_finish_on_another_worker_and_a_late_duplicate_on_the_first(
+    services: Services, dispatcher: Dispatcher
+) -> None:
+    """Workers share nothing but the database: the worker that placed the hold remembers it,
+    the other reads it back; either way the call is charged once, at the locked-in price."""
+    std, made = await _setup(services)
+    text_of(await prepare(dispatcher, std.key, "alice", NUMBER, call_id="w-1"))
+    other = Services.build(services.settings)
+    try:
+        first = text_of(await finish(Dispatcher(other), std.key, "alice", NUMBER, length="61", call_id="w-1"))
+    finally:
+        await other.close()
+    # The first worker still remembers its hold; its retry must not charge again.
+    again = text_of(await finish(dispatcher, std.key, "alice", NUMBER, length="61", call_id="w-1"))
+    assert first.text == "Saved Russia [alice/74951234567] via [route1-cli] 120 0.2000 EUR ANSWER"
+    assert again == first
+    assert await balance_of(services, made.account_id) == Decimal("9.8000")
+    books = await ledger_of(services, made.account_id)
+    assert (len(books.cdrs), len(books.transactions)) == (1, 1)
+    assert [r.state for r in books.reservations] == ["settled"]

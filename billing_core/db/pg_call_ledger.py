@@ -24,7 +24,7 @@ from asyncpg.pool import PoolConnectionProxy
 from sqlalchemy.engine import make_url
 
 from billing_core.errors import ApiError, BackendUnavailable, ErrorCode
-from billing_core.services.call_ledger import CallRecord, DuplicateCall, Hold, HoldAttempt, StoredAnswer
+from billing_core.services.call_ledger import CallRecord, DuplicateCall, Hold, HoldAttempt, RecentHolds, StoredAnswer
 from billing_core.services.ledger import Reservation, call_ref
 
 log = structlog.get_logger(__name__)
@@ -86,6 +86,10 @@ class PgCallLedger:
         self._max_connections = max_connections
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
+        self.recent = RecentHolds()
+
+    def recent_hold(self, call_uid: str, prior: int) -> Reservation | None:
+        return self.recent.take(call_uid, prior)
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -118,7 +122,7 @@ class PgCallLedger:
             async with self._connection() as conn:
                 row = await conn.fetchrow(
                     HOLD_SQL, hold.call_uid, hold.prior, hold.account_id, hold.user_id, hold.amount,
-                    hold.max_time_s, hold.now, hold.expires_at, hold.rating_json,
+                    hold.max_time_s, hold.now, hold.expires_at, json.dumps(hold.rating),
                 )  # fmt: skip
         except asyncpg.UniqueViolationError as exc:
             raise DuplicateCall() from exc
@@ -128,6 +132,8 @@ class PgCallLedger:
         outcome = row["o_outcome"]
         if outcome == "exists":
             return HoldAttempt("exists", existing=_reservation(hold.call_uid, hold.prior, row, offset=2))
+        if outcome == "held":
+            self.recent.remember(hold.reservation(row["o_id"]))
         return HoldAttempt(outcome, available=row["o_available"])
 
     async def find_reservation(self, call_uid: str, prior: int) -> Reservation | None:

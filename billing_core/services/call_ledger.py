@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -50,7 +50,14 @@ class Hold:
     max_time_s: int
     now: datetime
     expires_at: datetime
-    rating_json: str
+    rating: dict[str, Any]  # Rating.to_json(): what callFinish will charge at
+
+    def reservation(self, reservation_id: int) -> Reservation:
+        """The reservation this hold became."""
+        return Reservation(
+            reservation_id, self.call_uid, self.prior, self.account_id, self.amount, self.max_time_s, ledger.OPEN,
+            self.rating,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +110,30 @@ class CallRecord:
         return StoredAnswer(self.answer, self.display_cost, self.display_currency)
 
 
+class RecentHolds:
+    """The holds this process placed lately, so that callFinish (which most often reaches
+    the process that answered its callPrepare) can skip reading the hold back. Bounded:
+    an evicted or unknown hold is simply read from the database."""
+
+    def __init__(self, capacity: int = 50_000) -> None:
+        self.capacity = capacity
+        self._holds: dict[tuple[str, int], Reservation] = {}
+
+    def remember(self, reservation: Reservation) -> None:
+        if len(self._holds) >= self.capacity:
+            del self._holds[next(iter(self._holds))]  # the oldest (dicts keep insertion order)
+        self._holds[(reservation.call_uid, reservation.prior)] = reservation
+
+    def take(self, call_uid: str, prior: int) -> Reservation | None:
+        return self._holds.pop((call_uid, prior), None)
+
+
 class CallLedger(Protocol):
     async def try_hold(self, hold: Hold) -> HoldAttempt: ...
+
+    def recent_hold(self, call_uid: str, prior: int) -> Reservation | None:
+        """A hold this process placed and has not been asked for yet (memory only)."""
+        ...
 
     async def find_reservation(self, call_uid: str, prior: int) -> Reservation | None: ...
 
@@ -122,6 +151,10 @@ class SqlCallLedger:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.recent = RecentHolds()
+
+    def recent_hold(self, call_uid: str, prior: int) -> Reservation | None:
+        return self.recent.take(call_uid, prior)
 
     async def try_hold(self, hold: Hold) -> HoldAttempt:
         try:
@@ -133,8 +166,9 @@ class SqlCallLedger:
                 available = await ledger.available(conn, account, hold.now)
                 if available < hold.amount:
                     return HoldAttempt("short", available=available)
-                await ledger.reserve(conn, hold)
-                return HoldAttempt("held", available=available - hold.amount)
+                reservation_id = await ledger.reserve(conn, hold)
+            self.recent.remember(hold.reservation(reservation_id))
+            return HoldAttempt("held", available=available - hold.amount)
         except IntegrityError as exc:
             raise DuplicateCall() from exc
 

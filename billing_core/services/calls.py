@@ -8,7 +8,6 @@ decision that starts by locking the account row. The rules are in docs/billing.m
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -237,7 +236,7 @@ async def _hold(services: Services, caller: Caller, rating: Rating, *, prior: in
     allowed at all (one round trip when the money is there); a `short` answer says what is
     available, and the hold is planned again for that, until it fits or not one step does."""
     cap_s = call_cap(services, caller)
-    rating_json = json.dumps(rating.to_json())
+    locked_in = rating.to_json()
     available = UNLIMITED
     for _ in range(MAX_HOLD_ATTEMPTS):
         plan = _plan(rating, cap_s, available)
@@ -250,7 +249,7 @@ async def _hold(services: Services, caller: Caller, rating: Rating, *, prior: in
                 call_uid=call_uid, prior=prior, account_id=caller.user.account_id, user_id=caller.user.id,
                 amount=amount, max_time_s=max_time_s, now=now,
                 expires_at=ledger.expiry_for(now, max_time_s, services.settings.reservation_grace_s),
-                rating_json=rating_json,
+                rating=locked_in,
             )
         )  # fmt: skip
         if attempt.outcome == "exists":
@@ -299,45 +298,23 @@ class Finish:
 async def finish_call(services: Services, gens: Generations, caller: Caller, report: Finish) -> CallAnswer:
     number = normalize_destination(report.destination)
     answered = is_answered(report.status)
-    # Rate now, outside the transaction; a reservation's locked-in rating wins below.
-    fresh: Rating | ApiError
-    try:
-        fresh = await _rate(services, gens, caller, number, report.prior)
-    except ApiError as exc:
-        fresh = exc
-    currency, course = await _display_currency(services, gens, caller.user.currency)
-    return await _charge(services, caller, report, number, answered, fresh, (currency, course))
-
-
-async def _display_currency(services: Services, gens: Generations, currency: str) -> tuple[str, Decimal]:
-    course = await services.rating.eur_course(gens, currency)
-    if course is None:
-        log.warning("call.unknown_currency", currency=currency)
-        return SYSTEM_CURRENCY, Decimal(1)
-    return currency, course
-
-
-async def _charge(
-    services: Services,
-    caller: Caller,
-    report: Finish,
-    number: str,
-    answered: bool,
-    fresh: Rating | ApiError,
-    display_currency: tuple[str, Decimal],
-) -> CallAnswer:
-    currency, course = display_currency
     account_id = caller.user.account_id
-    stored, held = await services.call_ledger.call_record(report.call_uid, report.prior)
-    if stored is not None:
-        return _replayed(stored)
-    locked = _locked_rating(held, account_id, number)
-    if held is not None and locked is None:
-        log.warning("call.reservation_mismatch", call_uid=report.call_uid, prior=report.prior)
-        held = None
-    rating = locked or fresh
-    if isinstance(rating, ApiError):
-        raise rating  # no hold to charge at and the call cannot be rated now
+    ledger_ = services.call_ledger
+    # The hold this process placed for the call, if it did: its rating is locked in, and
+    # a duplicate is caught by record_call itself, so the common case reads nothing first.
+    held = ledger_.recent_hold(report.call_uid, report.prior)
+    rating: Rating | None = _locked_rating(held, account_id, number)
+    if rating is None:
+        stored, held = await ledger_.call_record(report.call_uid, report.prior)
+        if stored is not None:
+            return _replayed(stored)
+        rating = _locked_rating(held, account_id, number)
+        if held is not None and rating is None:
+            log.warning("call.reservation_mismatch", call_uid=report.call_uid, prior=report.prior)
+            held = None
+    if rating is None:
+        rating = await _rate(services, gens, caller, number, report.prior)  # no usable hold: rate now
+    currency, course = await _display_currency(services, gens, caller.user.currency)
     length_s = reported_length(report.length_s, report.answered_ms)
     if held is not None:
         length_s = min(length_s, held.max_time_s)  # the dialplan's L() enforces it too
@@ -358,14 +335,22 @@ async def _charge(
         cost=cost, display_cost=display, display_currency=currency, is_did=report.is_did,
         answer=text, created_at=utcnow(),
     )  # fmt: skip
-    stored = await services.call_ledger.record_call(record, reservation_id=held.id if held is not None else None)
+    stored = await ledger_.record_call(record, reservation_id=held.id if held is not None else None)
     if stored is not None:
-        return _replayed(stored)  # a concurrent duplicate wrote it first
+        return _replayed(stored)  # written before (a retry, or a concurrent duplicate)
     log.info(
         "call.finished", call_uid=report.call_uid, prior=report.prior, user=caller.user.username,
         status=report.status, billed_s=billed_s, cost=str(cost), reserved=held is not None,
     )  # fmt: skip
     return saved(text, display, currency)
+
+
+async def _display_currency(services: Services, gens: Generations, currency: str) -> tuple[str, Decimal]:
+    course = await services.rating.eur_course(gens, currency)
+    if course is None:
+        log.warning("call.unknown_currency", currency=currency)
+        return SYSTEM_CURRENCY, Decimal(1)
+    return currency, course
 
 
 def _replayed(stored: StoredAnswer) -> CallAnswer:

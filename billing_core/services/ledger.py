@@ -113,9 +113,9 @@ async def find_reservation(conn: AsyncConnection, call_uid: str, prior: int) -> 
     return None if row is None else Reservation.from_row(row)
 
 
-async def reserve(conn: AsyncConnection, hold: Hold) -> None:
-    """Hold `hold.amount` for a call attempt (unique per call_uid and prior). Lock first."""
-    await conn.execute(
+async def reserve(conn: AsyncConnection, hold: Hold) -> int:
+    """Hold `hold.amount` for a call attempt (unique per call_uid and prior); the new id. Lock first."""
+    result = await conn.execute(
         reservations.insert().values(
             call_uid=hold.call_uid,
             prior=hold.prior,
@@ -126,9 +126,11 @@ async def reserve(conn: AsyncConnection, hold: Hold) -> None:
             state=OPEN,
             created_at=hold.now,
             expires_at=hold.expires_at,
-            rating=hold.rating_json,
+            rating=json.dumps(hold.rating),
         )
+        .returning(reservations.c.id)
     )
+    return int(result.scalar_one())
 
 
 async def settle(conn: AsyncConnection, reservation_id: int) -> None:

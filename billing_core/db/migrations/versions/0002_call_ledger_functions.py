@@ -29,6 +29,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_limit numeric;
     v_held numeric;
+    v_id integer;
 BEGIN
     SELECT a.balance + a.overdraft INTO v_limit FROM accounts a WHERE a.id = p_account_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -50,8 +51,9 @@ BEGIN
     INSERT INTO reservations (call_uid, prior, account_id, user_id, amount, max_time_s, state,
                               created_at, expires_at, rating)
         VALUES (p_call_uid, p_prior, p_account_id, p_user_id, p_amount, p_max_time_s, 'open',
-                p_now, p_expires_at, p_rating);
-    RETURN QUERY SELECT 'held'::text, v_limit - v_held - p_amount, NULL::integer, NULL::integer,
+                p_now, p_expires_at, p_rating)
+        RETURNING id INTO v_id;
+    RETURN QUERY SELECT 'held'::text, v_limit - v_held - p_amount, v_id, NULL::integer,
                         NULL::numeric, NULL::integer, NULL::varchar, NULL::text;
 END
 $$;

@@ -3,16 +3,26 @@
 A Redis failure never fails a decision: reads return None (the caller loads from the
 database) and the failure is logged. If a generation bump is lost while Redis is down,
 every namespace is bumped as soon as Redis answers again, so no stale entry survives.
+
+Generations are pushed, not polled: every decision needs them, and a round trip to Redis
+per decision was a tenth of callgate's CPU (docs/performance.md). A watcher task per
+process subscribes to `keys.GENERATIONS_CHANNEL`; each bump publishes there, and the
+watcher then re-reads the counters (MGET), so messages carry no value that could arrive
+out of order. It also re-reads them every `reconcile_s`, which bounds the staleness if a
+message were ever lost. While the watcher is not subscribed (start-up, Redis down or
+restarting), every decision reads the counters itself, as before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from typing import Protocol
 
 import structlog
 from redis import asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from billing_core.cache import keys
@@ -61,10 +71,24 @@ class MemoryBackend:
         return None
 
 
+# Bump one namespace: a missing counter (flushed or restarted Redis) restarts at a random
+# point first (see _read_generations), then INCR, then tell every process's watcher.
+_BUMP_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], ARGV[1]) end
+local value = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return value
+"""
+_WATCH_RETRY_S = 0.5
+_POLL_S = 0.2  # the watcher's longest wait for a message, and so how soon close() is heard
+
+
 class RedisBackend:
     name = "redis"
 
-    def __init__(self, url: str, *, timeout_s: float = 0.5, max_connections: int = 64) -> None:
+    def __init__(
+        self, url: str, *, timeout_s: float = 0.5, max_connections: int = 64, reconcile_s: float = 1.0
+    ) -> None:
         # A blocking pool: a burst of decisions waits (bounded) for a connection instead of
         # failing with MaxConnectionsError, which would read as "Redis is down".
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -76,8 +100,18 @@ class RedisBackend:
             health_check_interval=10,
         )
         self._redis = aioredis.Redis(connection_pool=pool)
+        # Pub/sub channels are server-wide, not per database: one channel per database index.
+        self.channel = f"{keys.GENERATIONS_CHANNEL}:{pool.connection_kwargs.get('db', 0)}"
+        self._bump_script = self._redis.register_script(_BUMP_SCRIPT)
         self._lost_bumps = False
         self._healthy = True
+        self._reconcile_s = reconcile_s
+        # The counters as the watcher last read them; None while it is not subscribed.
+        self._pushed: dict[str, int] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._own_bumps = 0  # this process's bumps: a read that overlapped one is read again
+        self._closing = False
+        self._pubsub: PubSub | None = None
 
     def _failed(self, op: str, exc: Exception) -> None:
         if self._healthy:
@@ -89,32 +123,102 @@ class RedisBackend:
             log.info("cache.redis_recovered")
         self._healthy = True
 
+    @property
+    def pushed(self) -> bool:
+        """True while generations come from the watcher (no round trip per decision)."""
+        return self._pushed is not None and not self._lost_bumps
+
     async def generations(self) -> dict[str, int] | None:
+        if self._watcher is None and not self._closing:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        if self._pushed is not None and not self._lost_bumps:
+            return dict(self._pushed)
         try:
             if self._lost_bumps:
                 for namespace in keys.NAMESPACES:
-                    await self._redis.incr(keys.generation_key(namespace))
+                    await self._bump(namespace)
                 self._lost_bumps = False
                 log.info("cache.replayed_lost_invalidations")
-            names = [keys.generation_key(ns) for ns in keys.NAMESPACES]
-            values = await self._redis.mget(names)
-            if any(v is None for v in values):
-                # A flushed or restarted Redis lost its counters. Starting again at 0 would
-                # let a process's in-memory entries from the old generation 1, 2, … look fresh
-                # again, so a missing counter restarts at a random point instead.
-                for name, value in zip(names, values, strict=True):
-                    if value is None:
-                        await self._redis.set(name, secrets.randbits(48), nx=True)
-                values = await self._redis.mget(names)
+            values = await self._read_generations()
         except (RedisError, OSError) as exc:
             self._failed("generations", exc)
             return None
         self._recovered()
+        return values
+
+    async def _read_generations(self) -> dict[str, int]:
+        names = [keys.generation_key(ns) for ns in keys.NAMESPACES]
+        values = await self._redis.mget(names)
+        if any(v is None for v in values):
+            # A flushed or restarted Redis lost its counters. Starting again at 0 would
+            # let a process's in-memory entries from the old generation 1, 2, … look fresh
+            # again, so a missing counter restarts at a random point instead.
+            for name, value in zip(names, values, strict=True):
+                if value is None:
+                    await self._redis.set(name, secrets.randbits(48), nx=True)
+            values = await self._redis.mget(names)
         return {ns: int(v) if v is not None else 0 for ns, v in zip(keys.NAMESPACES, values, strict=True)}
+
+    async def _watch(self) -> None:
+        """Keep `_pushed` current until close(); on a Redis error, fall back and retry.
+
+        It polls for messages in short slices and checks `_closing` between them instead of
+        relying on cancellation: redis-py's pub/sub read can swallow a CancelledError and
+        keep waiting (seen with redis-py 8.1, RESP3), which would hang close()."""
+        while not self._closing:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    self._pubsub = pubsub
+                    await pubsub.subscribe(self.channel)
+                    # Read the counters only once SUBSCRIBE is in force: a bump between the
+                    # two would otherwise be missed until the next reconcile.
+                    while await pubsub.get_message(timeout=_POLL_S) is None:
+                        if self._closing:
+                            return
+                    next_sync = 0.0
+                    while not self._closing:
+                        if time.monotonic() >= next_sync:
+                            await self._sync()
+                            next_sync = time.monotonic() + self._reconcile_s
+                        if await pubsub.get_message(ignore_subscribe_messages=True, timeout=_POLL_S):
+                            next_sync = 0.0  # a bump somewhere: read the counters now
+            except (RedisError, OSError) as exc:
+                if self._closing:
+                    break
+                if self._pushed is not None:
+                    log.warning("cache.generation_watch_lost", error=type(exc).__name__)
+                self._pushed = None
+                await asyncio.sleep(_WATCH_RETRY_S)
+            except Exception:
+                # Never leave stale pushed values behind a dead watcher: fall back, retry.
+                self._pushed = None
+                log.exception("cache.generation_watch_failed")
+                await asyncio.sleep(_WATCH_RETRY_S)
+        self._pushed = None
+
+    async def _sync(self) -> None:
+        while True:
+            before = self._own_bumps
+            values = await self._read_generations()
+            if before == self._own_bumps:  # none of our bumps landed while we read
+                self._pushed = values
+                return
+
+    async def _bump(self, namespace: str) -> int:
+        value = int(
+            await self._bump_script(
+                keys=[keys.generation_key(namespace)],
+                args=[secrets.randbits(48), self.channel, namespace],
+            )
+        )
+        self._own_bumps += 1
+        if self._pushed is not None:
+            self._pushed = {**self._pushed, namespace: value}  # read our own write at once
+        return value
 
     async def bump(self, namespace: str) -> None:
         try:
-            await self._redis.incr(keys.generation_key(namespace))
+            await self._bump(namespace)
         except (RedisError, OSError) as exc:
             self._lost_bumps = True
             self._failed("bump", exc)
@@ -134,6 +238,17 @@ class RedisBackend:
             self._failed("set", exc)
 
     async def close(self) -> None:
+        self._closing = True
+        if self._watcher is not None:
+            # Cutting its connection wakes the watcher at once; otherwise it ends within
+            # one poll slice. Cancelling is only the last resort.
+            connection = self._pubsub.connection if self._pubsub is not None else None
+            if connection is not None:
+                await connection.disconnect()
+            done, _ = await asyncio.wait({self._watcher}, timeout=_POLL_S * 5)
+            if not done:
+                self._watcher.cancel()
+            self._watcher = None
         await self._redis.aclose(close_connection_pool=True)
 
 

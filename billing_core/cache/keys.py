@@ -13,6 +13,7 @@ NS_PROFILES: Final = "profiles"  # users, extensions, API keys, DIDs and their r
 # Bans change on every bad key; their own namespace keeps a ban from evicting the profiles.
 NS_BANS: Final = "bans"
 NAMESPACES: Final[tuple[str, ...]] = (NS_RATING, NS_PROFILES, NS_BANS)
+GENERATIONS_CHANNEL: Final = f"{PREFIX}:generations"  # pub/sub: "a generation changed"
 
 ENTRY_TTL_S: Final = 300  # bounds staleness if a bump was lost while Redis was down
 LOCAL_MAX_ENTRIES: Final = 100_000

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -177,7 +177,8 @@ class Rating:
         return call_cost(billed_s, price_per_minute=self.price_per_minute, switch_price=self.switch_price)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Field by field: dataclasses.asdict deep-copies, and this runs on every callPrepare.
+        data = {name: getattr(self, name) for name in _RATING_FIELDS}
         data["price_per_minute"] = str(self.price_per_minute)
         data["switch_price"] = str(self.switch_price)
         return data
@@ -195,6 +196,9 @@ class Rating:
     @classmethod
     def for_internal(cls, destination: str) -> Rating:
         return cls(destination, None, INTERNAL, None, INTERNAL, "", None, ZERO, ZERO, 1, 0, internal=True)
+
+
+_RATING_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Rating))
 
 
 # ---------------------------------------------------------------------------

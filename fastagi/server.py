@@ -5,6 +5,10 @@ commands one at a time (each waits for its reply) and closes the socket, which e
 AGI() application in the dialplan. Every step has a time limit: Asterisk itself waits for
 the next command forever, so a stuck session would hold the call.
 
+Each connection is an asyncio.Protocol driven by the transport's callbacks, with one task
+only while the dispatcher works and timer handles for the time limits: streams, a task per
+connection and a timeout context per step cost several times the CPU of the session itself.
+
 The server routes nothing and checks no permissions: the dispatcher gets the peer's IP.
 """
 
@@ -12,11 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
+from itertools import repeat
 from types import TracebackType
-from typing import Final
+from typing import Any, Final, cast
 
 import structlog
 
@@ -28,9 +35,16 @@ from fastagi.messages import AGIAnswer, AGIDispatcher, AGIRequest
 log = structlog.get_logger(__name__)
 
 _BACKLOG: Final = 1024  # Asterisk opens one connection per AGI() call; bursts are normal
-_READ_CHUNK: Final = 65536
 _MAX_REPLY_BYTES: Final = 65536
+_WHOLE_ENV_BYTES: Final = 16384  # an env block up to this size is decoded at once (they are ~1 KiB)
 _SECRET_MARKERS: Final = ("PASSWORD", "PIN", "AUTH")
+
+# Where a session is. Plain ints: they are compared on every callback.
+_ENV: Final = 0  # reading the env block; close() drops the session
+_DISPATCH: Final = 1  # the dispatcher works; bytes that arrive wait in the buffer
+_WRITE: Final = 2  # the next command waits for the transport's write buffer to drain
+_REPLY: Final = 3  # a command is out; its reply is awaited
+_DONE: Final = 4  # closing: nothing more is read or sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,14 +54,6 @@ class ServerConfig:
     dispatch_timeout_s: float = 3.0
     max_env_bytes: int = 65536
     max_line_bytes: int = wire.MAX_LINE_BYTES
-
-
-class _PeerGone(Exception):
-    """Asterisk closed or reset the connection."""
-
-
-class _LineTooLong(Exception):
-    """A line longer than allowed; it has been skipped up to its "\\n"."""
 
 
 def declined(code: ErrorCode) -> dict[str, str]:
@@ -60,12 +66,15 @@ def redacted(values: Mapping[str, str]) -> dict[str, str]:
     return {key: "***" if any(m in key.upper() for m in _SECRET_MARKERS) else value for key, value in values.items()}
 
 
-def peer_ip_of(writer: asyncio.StreamWriter) -> str:
-    """The peer's address; an IPv4-mapped IPv6 address is given as plain IPv4 for allow-lists."""
-    peer = writer.get_extra_info("peername")
+def peer_ip_of(connection: asyncio.BaseTransport | asyncio.StreamWriter) -> str:
+    """The peer's address (of a transport or a StreamWriter); an IPv4-mapped IPv6 address is
+    given as plain IPv4 for allow-lists."""
+    peer = connection.get_extra_info("peername")
     if not isinstance(peer, tuple) or not peer:
         return ""
     host = str(peer[0])
+    if ":" not in host:  # IPv4 (or a name): nothing to unmap, no need to parse it
+        return host
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -79,51 +88,81 @@ def _well_formed(answer: object) -> bool:
     """An AGIAnswer of str -> str with CALLGATE_RESULT: anything else fails closed (Declined)."""
     if not isinstance(answer, AGIAnswer) or not isinstance(answer.variables, dict):
         return False
-    items: Iterable[tuple[object, object]] = answer.variables.items()  # typed, but not checked at run time
-    return VAR_RESULT in answer.variables and all(isinstance(x, str) for item in items for x in item)
+    # typed, but not checked at run time
+    names: Iterable[object] = answer.variables.keys()
+    values: Iterable[object] = answer.variables.values()
+    return (VAR_RESULT in answer.variables and all(map(isinstance, names, repeat(str)))
+            and all(map(isinstance, values, repeat(str))))
 
 
-class _LineReader:
-    """Splits the byte stream into "\\n"-terminated lines, never holding more than a line's limit."""
-
-    def __init__(self, reader: asyncio.StreamReader) -> None:
-        self._reader = reader
-        self._buffer = bytearray()
-
-    async def readline(self, max_bytes: int) -> bytes | None:
-        """The next line without "\\n" (and without a "\\r" before it); None at EOF."""
-        too_long = False
-        while (newline := self._buffer.find(b"\n")) < 0:
-            if len(self._buffer) > max_bytes:
-                too_long = True
-                self._buffer.clear()  # keep skipping until the line ends
-            chunk = await self._reader.read(_READ_CHUNK)
-            if not chunk:
-                return None
-            self._buffer += chunk
-        line = bytes(self._buffer[:newline])
-        del self._buffer[: newline + 1]
-        if too_long or newline + 1 > max_bytes:
-            raise _LineTooLong
-        return line.removesuffix(b"\r")
+def _env_end(buffer: bytes) -> tuple[int, int]:
+    """Where the env block's lines end and where what follows starts: at the first empty line
+    ("\n" or "\r\n"); (-1, -1) when it has not come yet. `buffer` starts at a line."""
+    if buffer.startswith(b"\n"):
+        return 0, 1
+    if buffer.startswith(b"\r\n"):
+        return 0, 2
+    lf = buffer.find(b"\n\n")
+    crlf = buffer.find(b"\n\r\n")
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        return crlf, crlf + 3
+    if lf >= 0:
+        return lf, lf + 2
+    return -1, -1
 
 
-@dataclass(slots=True)
-class _EnvBlock:
-    lines: list[str]
-    oversized: bool
+def _enabled(logger: Any, level: int) -> bool:
+    """Whether the logger emits `level`; true when it cannot tell (then it filters itself)."""
+    is_enabled_for = getattr(logger, "is_enabled_for", None)
+    return is_enabled_for is None or bool(is_enabled_for(level))
 
 
-class _Session:
-    """One FastAGI connection, from the env block to the close."""
+class _Session(asyncio.Protocol):
+    """One FastAGI connection, from the env block to the close.
 
-    def __init__(self, config: ServerConfig, dispatch: AGIDispatcher, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
-        self._config = config
-        self._dispatch = dispatch
-        self._lines = _LineReader(reader)
-        self._writer = writer
-        self.context: dict[str, object] = {"peer_ip": peer_ip_of(writer)}
+    Bytes are split into "\\n"-terminated lines as they come, never holding more than a
+    line's limit: a longer line is skipped to its end and then reported as too long. A
+    small env block is taken whole; what comes while no reply is awaited waits, up to a
+    reply's limit, with reading paused beyond it.
+    """
+
+    __slots__ = (
+        "_buffer", "_commands", "_config", "_debug", "_dispatch", "_env", "_env_bytes", "_eof", "_finished", "_log",
+        "_loop", "_lost", "_lost_exc", "_outcome", "_overdue", "_oversized", "_reading_paused", "_reply",
+        "_reply_bytes", "_server", "_skipping", "_started", "_state", "_task", "_timer", "_transport",
+        "_writing_paused", "commands_sent", "context", "hangups_seen",
+    )
+
+    _transport: asyncio.Transport
+    _log: Any
+
+    def __init__(self, server: FastAGIServer, loop: asyncio.AbstractEventLoop) -> None:
+        self._server = server
+        self._loop = loop
+        self._config = server._config
+        self._dispatch = server._dispatch
+        self._state = _ENV
+        self._started = time.monotonic()
+        self._buffer = b""  # the start of a line (or, while dispatching, what came meanwhile)
+        self._skipping = False  # inside a line too long to hold
+        self._env: list[str] = []
+        self._env_bytes = 0
+        self._oversized = False
+        self._debug = False
+        self._task: asyncio.Task[None] | None = None
+        self._overdue = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._commands: Sequence[str] = ()
+        self._reply: list[str] = []
+        self._reply_bytes = 0
+        self._reading_paused = False
+        self._writing_paused = False
+        self._eof = False
+        self._lost = False
+        self._lost_exc: Exception | None = None
+        self._finished = False
+        self._outcome = "error"
+        self.context: dict[str, object] = {}
         self.commands_sent = 0
         self.hangups_seen = 0
 
@@ -131,125 +170,360 @@ class _Session:
     def peer_ip(self) -> str:
         return str(self.context["peer_ip"])
 
-    async def read_env(self) -> _EnvBlock | None:
-        """The env block, or None when it did not come complete within env_timeout_s."""
-        try:
-            async with asyncio.timeout(self._config.env_timeout_s):
-                return await self._collect_env()
-        except TimeoutError:
-            log.info("agi_env_timeout", **self.context)
-            return None
+    @property
+    def idle(self) -> bool:
+        """Still waiting for its env block: close() drops it."""
+        return self._state == _ENV
 
-    async def _collect_env(self) -> _EnvBlock:
+    # --- transport callbacks --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+        if self._server._closing:  # accepted just before close(): never a session
+            self._state = _DONE
+            self._finished = True
+            self._transport.abort()
+            return
+        self._server._sessions.add(self)
+        # Once per session: unless structlog caches loggers, the module's lazy proxy assembles
+        # a new one on every call.
+        self._log = log.bind()
+        self.context["peer_ip"] = peer_ip_of(transport)
+        self._timer = self._loop.call_later(self._config.env_timeout_s, self._env_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self._state == _DONE:
+            return
+        buffer = self._buffer + data if self._buffer else data
+        if self._state != _ENV and self._state != _REPLY:
+            self._hold(buffer)
+            return
+        self._buffer = b""
+        try:
+            if (self._state == _ENV and not (self._env_bytes or self._oversized or self._skipping)
+                    and len(buffer) <= min(_WHOLE_ENV_BYTES, self._config.max_env_bytes)):
+                self._take_whole_env(buffer)
+            else:
+                self._take_lines(buffer)
+        except Exception:
+            self._fail()
+
+    def eof_received(self) -> bool:
+        if self._state != _DISPATCH and self._state != _WRITE:
+            return False  # the transport closes itself; connection_lost() ends the session
+        # Half closed while the answer is on its way: it still goes out, and a reply that
+        # came before the EOF still counts, as with any reply held meanwhile.
+        self._eof = True
+        return True
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._state == _WRITE:
+            try:
+                self._write_command()
+                self._unless_half_closed()
+            except Exception:
+                self._fail()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._lost_exc = exc
+        if self._finished:
+            return
+        if self._state == _DONE:
+            self._finish()
+        elif self._state != _DISPATCH:
+            self._peer_lost()
+        # else: the dispatch goes on (a callFinish is a CDR); the session ends with it
+
+    # --- the env block --------------------------------------------------------------------
+
+    def _take_whole_env(self, buffer: bytes) -> None:
+        """The usual case: no line taken yet and the block, if whole, too small to be oversized
+        or to hold a line too long. Decoded at once, as _take_lines would line by line."""
+        end, after = _env_end(buffer)
+        if end < 0:
+            self._buffer = buffer  # wait for the rest
+            return
+        text = buffer[:end].decode("utf-8", "replace")  # "\n" is never part of a UTF-8 sequence
+        lines = text.split("\n") if end else []
+        self._env = [line.removesuffix("\r") for line in lines] if "\r" in text else lines
+        self._buffer = buffer[after:]  # before any command goes out: it may hold its reply
+        self._env_complete()
+
+    def _take_lines(self, buffer: bytes) -> None:
+        lines = buffer.split(b"\n")
+        rest = lines.pop()
+        for index, line in enumerate(lines):
+            if self._state == _ENV:
+                self._env_line(line)
+            else:
+                self._reply_line(line)
+            if self._state != _ENV and self._state != _REPLY:
+                if self._state != _DONE:  # the rest waits for the next command
+                    self._hold(b"\n".join([*lines[index + 1 :], rest]))
+                return
+        limit = self._config.max_env_bytes if self._state == _ENV else _MAX_REPLY_BYTES
+        if len(rest) > limit:  # keep skipping until the line ends
+            self._skipping = True
+            rest = b""
+        self._buffer = rest
+
+    def _hold(self, buffer: bytes) -> None:
+        """Keep what came while no reply is awaited; Asterisk sends nothing here but HANGUP,
+        so stop reading rather than hold more than a reply's limit."""
+        self._buffer = buffer
+        if len(buffer) > _MAX_REPLY_BYTES and not (self._reading_paused or self._eof):
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def _env_line(self, line: bytes) -> None:
         # An oversized block is still read to its end, so that the Declined answer is
         # written to an Asterisk that is listening for commands again.
-        lines: list[str] = []
-        total = 0
-        oversized = False
-        while True:
-            try:
-                raw = await self._lines.readline(self._config.max_env_bytes)
-            except _LineTooLong:
-                oversized = True
-                continue
-            if raw is None:
-                raise _PeerGone("EOF inside the env block")
-            if not raw:
-                return _EnvBlock(lines, oversized)
-            total += len(raw) + 1
-            oversized = oversized or total > self._config.max_env_bytes
-            if not oversized:
-                lines.append(raw.decode("utf-8", "replace"))
+        max_bytes = self._config.max_env_bytes
+        if self._skipping or len(line) >= max_bytes:  # longer than the limit with its "\n"
+            self._skipping = False
+            self._oversized = True
+            return
+        line = line.removesuffix(b"\r")
+        if not line:
+            self._env_complete()
+            return
+        self._env_bytes += len(line) + 1
+        self._oversized = self._oversized or self._env_bytes > max_bytes
+        if not self._oversized:
+            self._env.append(line.decode("utf-8", "replace"))
 
-    async def answer(self, env: _EnvBlock) -> dict[str, str]:
-        """The variables to set: the dispatcher's, or Declined with the reason."""
-        if env.oversized:
-            log.warning("agi_env_rejected", reason="oversized", **self.context)
-            return declined(ErrorCode.E_INVALID_ARGUMENT)
+    def _env_complete(self) -> None:
+        assert self._timer is not None
+        self._timer.cancel()
+        self._state = _DISPATCH  # from here on close() lets the session finish
+        self._debug = _enabled(self._log, logging.DEBUG)
+        if self._oversized:
+            self._log.warning("agi_env_rejected", reason="oversized", **self.context)
+            self._answer(declined(ErrorCode.E_INVALID_ARGUMENT))
+            return
         try:
-            request = wire.build_request(wire.parse_env_block(env.lines), self.peer_ip)
+            request = wire.build_request(wire.parse_env_block(self._env), self.peer_ip)
         except wire.EnvError as error:
-            log.warning("agi_env_rejected", reason=error.detail, code=error.code.value, **self.context)
-            return declined(error.code)
+            self._log.warning("agi_env_rejected", reason=error.detail, code=error.code.value, **self.context)
+            self._answer(declined(error.code))
+            return
         self.context |= {"script": request.script, "uniqueid": request.uniqueid}
-        log.debug("agi_request", args=redacted(request.args), **self.context)
-        return await self._dispatch_bounded(request)
+        if self._debug:
+            self._log.debug("agi_request", args=redacted(request.args), **self.context)
+        self._task = self._loop.create_task(self._run_dispatch(request))
+
+    def _env_timeout(self) -> None:
+        self._log.info("agi_env_timeout", **self.context)
+        self._end("env_timeout")
+
+    # --- the dispatcher -------------------------------------------------------------------
+
+    async def _run_dispatch(self, request: AGIRequest) -> None:
+        try:
+            variables = await self._dispatch_bounded(request)
+        except asyncio.CancelledError:
+            self._cancel()
+            raise
+        self._answer(variables)
 
     async def _dispatch_bounded(self, request: AGIRequest) -> dict[str, str]:
+        # A timer handle rather than asyncio.timeout(): the same, for half the CPU.
+        timer = self._loop.call_later(self._config.dispatch_timeout_s, self._dispatch_overdue)
         try:
-            async with asyncio.timeout(self._config.dispatch_timeout_s):
-                answer = await self._dispatch(request)
-        except TimeoutError:
-            # The dispatcher waits on the backend (database, cache): it did not answer in time.
-            log.error("agi_dispatch_timeout", timeout_s=self._config.dispatch_timeout_s, **self.context)
-            return declined(ErrorCode.E_SQL_ERROR)
+            answer = await self._dispatch(request)
+        except asyncio.CancelledError:
+            # The time limit's, unless the task was cancelled from outside as well.
+            if not self._overdue or self._uncancel() > 0:
+                raise
+            return self._dispatch_timed_out()
+        except TimeoutError:  # the dispatcher's own
+            return self._dispatch_timed_out()
         except Exception:
-            log.exception("agi_dispatch_failed", **self.context)
+            self._log.exception("agi_dispatch_failed", **self.context)
             return declined(ErrorCode.E_LUA_EXCEPTION)
+        finally:
+            timer.cancel()
         if not _well_formed(answer):
-            log.error("agi_answer_invalid", answer_type=type(answer).__name__, **self.context)
+            self._log.error("agi_answer_invalid", answer_type=type(answer).__name__, **self.context)
             return declined(ErrorCode.E_LUA_EXCEPTION)
         return dict(answer.variables)
 
-    def encode(self, variables: dict[str, str]) -> wire.EncodedAnswer:
+    def _dispatch_overdue(self) -> None:
+        assert self._task is not None
+        self._overdue = True
+        self._task.cancel()
+
+    def _uncancel(self) -> int:
+        assert self._task is not None
+        return self._task.uncancel()
+
+    def _dispatch_timed_out(self) -> dict[str, str]:
+        # The dispatcher waits on the backend (database, cache): it did not answer in time.
+        self._log.error("agi_dispatch_timeout", timeout_s=self._config.dispatch_timeout_s, **self.context)
+        return declined(ErrorCode.E_SQL_ERROR)
+
+    def _answer(self, variables: dict[str, str]) -> None:
+        if self._state == _DONE:  # ended by an error of our own meanwhile
+            return
+        try:
+            self._commands = self._encode(variables).lines
+            if self._lost:  # Asterisk left during the dispatch
+                self._peer_lost()
+            elif self._commands:
+                self._send_next()
+                self._unless_half_closed()
+            else:
+                self._end("answered")
+        except Exception:
+            self._fail()
+
+    def _encode(self, variables: dict[str, str]) -> wire.EncodedAnswer:
         try:
             encoded = wire.encode_answer(variables, max_line_bytes=self._config.max_line_bytes)
         except ValueError as error:
-            log.error("agi_answer_unencodable", error=str(error), **self.context)
+            self._log.error("agi_answer_unencodable", error=str(error), **self.context)
             variables = declined(ErrorCode.E_LUA_EXCEPTION)
             encoded = wire.encode_answer(variables, max_line_bytes=self._config.max_line_bytes)
         if encoded.truncated:
-            log.warning("agi_answer_truncated", names=list(encoded.truncated), **self.context)
+            self._log.warning("agi_answer_truncated", names=list(encoded.truncated), **self.context)
         self.context["result"] = variables.get(VAR_RESULT, "")
-        log.debug("agi_answer", variables=redacted(variables), **self.context)
+        if self._debug:
+            self._log.debug("agi_answer", variables=redacted(variables), **self.context)
         return encoded
 
-    async def send(self, lines: Sequence[str]) -> bool:
-        """Each command, then its reply, in turn; False when Asterisk refused one."""
-        for line in lines:
-            reply = await self._exchange(line)
-            if not reply.ok:
-                log.warning("agi_command_refused", code=reply.code, reply=reply.text[:200],
-                            command_number=self.commands_sent, **self.context)
-                return False
-        return True
+    # --- commands and replies -------------------------------------------------------------
 
-    async def _exchange(self, line: str) -> wire.AGIReply:
-        async with asyncio.timeout(self._config.reply_timeout_s):
-            self._writer.write(line.encode("utf-8") + b"\n")
-            self.commands_sent += 1
-            await self._writer.drain()
-            return await self._read_reply()
+    def _send_next(self) -> None:
+        """The next command, within reply_timeout_s of which its reply must have come."""
+        self._timer = self._loop.call_later(self._config.reply_timeout_s, self._reply_timeout)
+        if self._writing_paused:
+            self._state = _WRITE  # resume_writing() sends it
+        else:
+            self._write_command()
 
-    async def _read_reply(self) -> wire.AGIReply:
-        lines: list[str] = []
-        while not lines or wire.reply_needs_more(lines):
-            raw = await self._lines.readline(_MAX_REPLY_BYTES)
-            if raw is None:
-                raise _PeerGone("EOF while waiting for a reply")
-            text = raw.decode("utf-8", "replace")
-            if not lines and wire.is_hangup(text):
-                # Out of band: the channel hung up. The reply to our command still follows.
-                self.hangups_seen += 1
-                continue
-            lines.append(text)
-        return wire.parse_reply(lines)
+    def _write_command(self) -> None:
+        self._transport.write(self._commands[self.commands_sent].encode("utf-8") + b"\n")
+        self.commands_sent += 1
+        self._state = _REPLY
+        if self._reading_paused:
+            self._reading_paused = False
+            self._transport.resume_reading()
+        if self._buffer:
+            held, self._buffer = self._buffer, b""
+            self._take_lines(held)
 
-    async def close(self, *, abort: bool) -> None:
-        """Close the socket; bounded, since a peer that stops reading would hold a graceful close."""
-        if abort:
-            self._writer.transport.abort()
+    def _unless_half_closed(self) -> None:
+        """Once the replies held so far are used up: with the peer half closed, the command in
+        flight can get no reply."""
+        if self._eof and self._state == _REPLY:
+            self._peer_lost()
+
+    def _reply_line(self, line: bytes) -> None:
+        if self._skipping or len(line) >= _MAX_REPLY_BYTES:  # longer than the limit with its "\n"
+            self._skipping = False
+            self._reply_too_long()
             return
-        self._writer.close()
-        try:
-            async with asyncio.timeout(self._config.reply_timeout_s):
-                await self._writer.wait_closed()
-        except (TimeoutError, OSError):
-            self._writer.transport.abort()
+        text = line.removesuffix(b"\r").decode("utf-8", "replace")
+        reply = self._reply
+        if not reply and wire.is_hangup(text):
+            # Out of band: the channel hung up. The reply to our command still follows.
+            self.hangups_seen += 1
+            return
+        reply.append(text)
+        if wire.reply_needs_more(reply):
+            self._reply_bytes += len(line) + 1
+            if self._reply_bytes > _MAX_REPLY_BYTES:  # a 520 usage block is bounded like one line
+                self._reply_too_long()
+            return
+        self._reply = []
+        self._reply_bytes = 0
+        assert self._timer is not None
+        self._timer.cancel()
+        parsed = wire.parse_reply(reply)
+        if not parsed.ok:
+            self._log.warning("agi_command_refused", code=parsed.code, reply=parsed.text[:200],
+                              command_number=self.commands_sent, **self.context)
+            self._end("refused")
+        elif self.commands_sent < len(self._commands):
+            self._send_next()
+        else:
+            self._end("answered")
+
+    def _reply_too_long(self) -> None:
+        self._log.warning("agi_reply_too_long", **self.context)
+        self._end("protocol_error")
+
+    def _reply_timeout(self) -> None:
+        self._log.warning("agi_reply_timeout", timeout_s=self._config.reply_timeout_s, **self.context)
+        self._end("reply_timeout")
+
+    # --- the end --------------------------------------------------------------------------
+
+    def _peer_lost(self) -> None:
+        exc = self._lost_exc
+        if exc is not None and not isinstance(exc, ConnectionError):
+            self._fail(exc)
+            return
+        if exc is not None:
+            detail = type(exc).__name__
+        else:
+            detail = "EOF inside the env block" if self._state == _ENV else "EOF while waiting for a reply"
+        self._log.info("agi_peer_gone", detail=detail, **self.context)
+        self._end("peer_gone")
+
+    def _fail(self, exc_info: BaseException | bool = True) -> None:
+        self._log.exception("agi_session_failed", exc_info=exc_info, **self.context)
+        self._end("error")
+
+    def _end(self, outcome: str) -> None:
+        """Close the connection; the session is over when the transport is."""
+        if self._state == _DONE:
+            return
+        self._state = _DONE
+        self._outcome = outcome
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._lost:
+            self._finish()
+            return
+        transport = self._transport
+        unsent = transport.get_write_buffer_size()
+        transport.close()
+        if unsent:  # a peer that stops reading would hold a graceful close: bounded
+            self._timer = self._loop.call_later(self._config.reply_timeout_s, transport.abort)
+
+    def _cancel(self) -> None:
+        """Drop the session now: close() with the env block incomplete, or the task cancelled."""
+        if self._state == _DONE:
+            return
+        self._state = _DONE
+        self._outcome = "cancelled"
+        if self._timer is not None:
+            self._timer.cancel()
+        self._log.info("agi_session_cancelled", **self.context)
+        if self._lost:
+            self._finish()
+        else:
+            self._transport.abort()
+
+    def _finish(self) -> None:
+        self._finished = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._outcome != "cancelled":
+            self._log.info("agi_session_done", outcome=self._outcome, commands=self.commands_sent,
+                           hangups=self.hangups_seen, duration_ms=round((time.monotonic() - self._started) * 1000, 1),
+                           **self.context)
+        self._server._session_over(self)
 
 
 class FastAGIServer:
-    """Owns the listening socket and every session task: wait_closed() returns when all are over.
+    """Owns the listening socket and every session: wait_closed() returns when all are over.
 
     close() stops listening and drops sessions still waiting for their env block; sessions
     already dispatched finish (a callFinish is a CDR), each bounded by its time limits.
@@ -258,14 +532,15 @@ class FastAGIServer:
     def __init__(self, dispatch: AGIDispatcher, config: ServerConfig | None = None) -> None:
         self._dispatch = dispatch
         self._config = config or ServerConfig()
-        self._server: asyncio.Server | None = None
-        self._sessions: set[asyncio.Task[object]] = set()
-        self._idle: set[asyncio.Task[object]] = set()
         self._closing = False
+        self._server: asyncio.Server | None = None
+        self._sessions: set[_Session] = set()
+        self._drained: list[asyncio.Future[None]] = []
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> asyncio.Server:
-        self._server = await asyncio.start_server(
-            self._handle, host, port, reuse_port=reuse_port, backlog=_BACKLOG
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            partial(_Session, self, loop), host, port, reuse_port=reuse_port, backlog=_BACKLOG
         )
         log.info("agi_server_listening", addresses=[s.getsockname() for s in self._server.sockets])
         return self._server
@@ -289,14 +564,16 @@ class FastAGIServer:
         self._closing = True
         if self._server is not None:
             self._server.close()
-        for task in self._idle:
-            task.cancel()
+        for session in [s for s in self._sessions if s.idle]:
+            session._cancel()
 
     async def wait_closed(self) -> None:
         if self._server is not None:
             await self._server.wait_closed()
         while self._sessions:
-            await asyncio.gather(*self._sessions, return_exceptions=True)
+            waiter = asyncio.get_running_loop().create_future()
+            self._drained.append(waiter)
+            await waiter
 
     async def __aenter__(self) -> FastAGIServer:
         return self
@@ -306,59 +583,13 @@ class FastAGIServer:
         self.close()
         await self.wait_closed()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._closing:  # accepted just before close(): its task started after wait_closed() looked
-            writer.transport.abort()
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        self._sessions.add(task)
-        self._idle.add(task)
-        try:
-            await self._serve(_Session(self._config, self._dispatch, reader, writer), task)
-        finally:
-            self._sessions.discard(task)
-            self._idle.discard(task)
-
-    async def _serve(self, session: _Session, task: asyncio.Task[object]) -> None:
-        started = time.monotonic()
-        outcome = "error"
-        try:
-            outcome = await self._converse(session, task)
-        except _PeerGone as gone:
-            outcome = "peer_gone"
-            log.info("agi_peer_gone", detail=str(gone), **session.context)
-        except ConnectionError as error:
-            outcome = "peer_gone"
-            log.info("agi_peer_gone", detail=type(error).__name__, **session.context)
-        except TimeoutError:
-            outcome = "reply_timeout"
-            log.warning("agi_reply_timeout", timeout_s=self._config.reply_timeout_s, **session.context)
-        except _LineTooLong:
-            outcome = "protocol_error"
-            log.warning("agi_reply_too_long", **session.context)
-        except asyncio.CancelledError:
-            outcome = "cancelled"
-            await session.close(abort=True)
-            log.info("agi_session_cancelled", **session.context)
-            raise
-        except Exception:
-            log.exception("agi_session_failed", **session.context)
-        finally:
-            self._idle.discard(task)  # closing must not be cut short by close() cancelling idlers
-            if outcome != "cancelled":
-                await session.close(abort=False)
-                log.info("agi_session_done", outcome=outcome, commands=session.commands_sent,
-                         hangups=session.hangups_seen,
-                         duration_ms=round((time.monotonic() - started) * 1000, 1), **session.context)
-
-    async def _converse(self, session: _Session, task: asyncio.Task[object]) -> str:
-        env = await session.read_env()
-        if env is None:
-            return "env_timeout"
-        self._idle.discard(task)  # from here on close() lets the session finish
-        encoded = session.encode(await session.answer(env))
-        return "answered" if await session.send(encoded.lines) else "refused"
+    def _session_over(self, session: _Session) -> None:
+        self._sessions.discard(session)
+        if not self._sessions:
+            for waiter in self._drained:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._drained.clear()
 
 
 async def start_server(

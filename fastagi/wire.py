@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from typing import Final
 from urllib.parse import parse_qsl
 
@@ -40,8 +40,12 @@ _NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Characters MSet's argument splitter treats specially; a backslash makes each literal.
 _MSET_SPECIAL: Final = frozenset("\\,()[]")
 _MSET_ESCAPES: Final = str.maketrans({char: "\\" + char for char in _MSET_SPECIAL})
+# Finds one far faster than translate() runs: most values have none.
+_MSET_SPECIAL_RE: Final = re.compile("[" + re.escape("".join(sorted(_MSET_SPECIAL))) + "]")
 # Values that cannot go through MSet (it removes every double quote) or a line at all.
 _NOT_FOR_MSET: Final = frozenset('"\r\n')
+# Bytes of `EXEC MSet "<one segment>"\n` besides the segment.
+_MSET_FRAME_BYTES: Final = len('EXEC MSet ""\n')
 _REPLY_RE: Final = re.compile(r"(\d{3}) result=(-?\d+)(?: \((.*)\))?(?: (.*))?")
 
 
@@ -61,13 +65,23 @@ def parse_env_line(line: str) -> tuple[str, str]:
     """`agi_name: value` -> (name, value). The value may be empty or contain ': '."""
     name, sep, value = line.partition(": ")
     if not sep or not name or name != name.strip():
-        raise EnvError(ErrorCode.E_INVALID_ARGUMENT, f"malformed env line {line[:80]!r}")
+        raise _malformed_env_line(line)
     return name, value
 
 
 def parse_env_block(lines: Iterable[str]) -> dict[str, str]:
     """The env lines (without the terminating empty line) -> dict; a repeated name keeps the last."""
-    return dict(parse_env_line(line) for line in lines)
+    env: dict[str, str] = {}
+    for line in lines:  # parse_env_line inlined: this runs for every line of every session
+        name, sep, value = line.partition(": ")
+        if not sep or not name or name != name.strip():
+            raise _malformed_env_line(line)
+        env[name] = value
+    return env
+
+
+def _malformed_env_line(line: str) -> EnvError:
+    return EnvError(ErrorCode.E_INVALID_ARGUMENT, f"malformed env line {line[:80]!r}")
 
 
 def split_script(network_script: str) -> tuple[str, str]:
@@ -83,7 +97,15 @@ def parse_query(query: str) -> dict[str, str]:
     (`callerid=${CALLERID(num)}`), so '+74951234567' must not turn into ' 74951234567'.
     Asterisk's own URIENCODE writes a space as %20, never as '+'.
     """
-    return dict(parse_qsl(query.replace("+", "%2B"), keep_blank_values=True))
+    if "%" in query or "+" in query:
+        return dict(parse_qsl(query.replace("+", "%2B"), keep_blank_values=True))
+    # Nothing to unquote (the usual query): what parse_qsl does, without its per-field calls.
+    pairs: dict[str, str] = {}
+    for field in query.split("&"):
+        if field:
+            name, _, value = field.partition("=")
+            pairs[name] = value
+    return pairs
 
 
 def arg_pairs(env: Mapping[str, str]) -> dict[str, str]:
@@ -181,7 +203,7 @@ def agi_quote(text: str) -> str:
 
 def mset_escape(value: str) -> str:
     """Escape what MSet's splitter would act on: `,` splits, `\\` escapes, ( ) [ ] nest."""
-    return value.translate(_MSET_ESCAPES)
+    return value.translate(_MSET_ESCAPES) if _MSET_SPECIAL_RE.search(value) else value
 
 
 def mset_line(pairs: Sequence[tuple[str, str]]) -> str:
@@ -207,22 +229,38 @@ def encode_answer(variables: Mapping[str, str], *, max_line_bytes: int = MAX_LIN
     with it. A value too long for any line is shortened (named in `truncated`); a name
     that is not `[A-Za-z_][A-Za-z0-9_]*` raises ValueError.
     """
-    mset_pairs: list[tuple[str, str]] = []
+    segments: list[str] = []
+    sizes: list[int] = []
     set_lines: list[str] = []
     truncated: list[str] = []
     for name, raw in _result_last(variables):
-        if not _NAME_RE.fullmatch(name):
+        if not _valid_name(name):
             raise ValueError(f"invalid channel variable name {name!r}")
-        value = clean_value(raw)
-        if _NOT_FOR_MSET.isdisjoint(raw):
-            fitted = _fit(value, partial(_mset_single, name), max_line_bytes)
-            mset_pairs.append((name, fitted))
+        if raw.isascii() and raw.isprintable():  # the usual value: no CR, LF or NUL to clean
+            value, for_mset = raw, '"' not in raw
+        else:
+            value, for_mset = clean_value(raw), _NOT_FOR_MSET.isdisjoint(raw)
+        if for_mset:
+            segment = _mset_segment(name, value)
+            size = len(segment) if segment.isascii() else len(segment.encode("utf-8"))
+            if _MSET_FRAME_BYTES + size > max_line_bytes:
+                fitted = _fit(value, partial(_mset_single, name), max_line_bytes)
+                segment = _mset_segment(name, fitted)
+                size = len(segment.encode("utf-8"))
+                truncated.append(name)
+            segments.append(segment)
+            sizes.append(size)
         else:
             fitted = _fit(value, partial(set_variable_line, name), max_line_bytes)
             set_lines.append(set_variable_line(name, fitted))
-        if fitted != value:
-            truncated.append(name)
-    return EncodedAnswer(_ordered(set_lines, _pack_mset(mset_pairs, max_line_bytes)), tuple(truncated))
+            if fitted != value:
+                truncated.append(name)
+    return EncodedAnswer(_ordered(set_lines, _pack_mset(segments, sizes, max_line_bytes)), tuple(truncated))
+
+
+@lru_cache(maxsize=1024)  # answers reuse a handful of names
+def _valid_name(name: str) -> bool:
+    return _NAME_RE.fullmatch(name) is not None
 
 
 def _result_last(variables: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -241,19 +279,33 @@ def _ordered(set_lines: list[str], mset_lines: list[str]) -> tuple[str, ...]:
     return (*set_lines, *mset_lines)
 
 
-def _pack_mset(pairs: Sequence[tuple[str, str]], max_line_bytes: int) -> list[str]:
-    """Greedy packing in order: optimal for the number of lines when order is kept."""
+def _pack_mset(segments: Sequence[str], sizes: Sequence[int], max_line_bytes: int) -> list[str]:
+    """Greedy packing in order: optimal for the number of lines when order is kept.
+
+    Works on the quoted `name=value` segments and their sizes in bytes, so that each line is
+    built once; the result is the same as `mset_line` of each batch of pairs.
+    """
     lines: list[str] = []
-    batch: list[tuple[str, str]] = []
-    for pair in pairs:
-        candidate = [*batch, pair]
-        if batch and (len(candidate) > MSET_MAX_PAIRS or line_bytes(mset_line(candidate)) > max_line_bytes):
-            lines.append(mset_line(batch))
-            candidate = [pair]
-        batch = candidate
-    if batch:
-        lines.append(mset_line(batch))
+    start = 0
+    size = 0  # bytes of the line for segments[start:index], "\n" included
+    for index, segment_bytes in enumerate(sizes):
+        if index > start and (index - start >= MSET_MAX_PAIRS or size + 1 + segment_bytes > max_line_bytes):
+            lines.append(_mset_join(segments[start:index]))
+            start = index
+        size = size + 1 + segment_bytes if index > start else _MSET_FRAME_BYTES + segment_bytes
+    if start < len(segments):
+        lines.append(_mset_join(segments[start:]))
     return lines
+
+
+def _mset_segment(name: str, value: str) -> str:
+    """`name=value` escaped for MSet, then as agi_quote escapes (without the quotes): it
+    escapes no comma, so joining the segments with "," equals agi_quote of the joined text."""
+    return f"{name}={mset_escape(value)}".replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _mset_join(segments: Sequence[str]) -> str:
+    return 'EXEC MSet "' + ",".join(segments) + '"'
 
 
 def _mset_single(name: str, value: str) -> str:

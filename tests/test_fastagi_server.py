@@ -556,3 +556,246 @@ def test_the_env_builder_matches_a_recorded_block() -> None:
     built = build_env("callPrepare", query="destination=1234502&callerid=&prior=1")
     assert [line.split(": ", 1)[0] for line in built] == list(recorded)
     assert re.fullmatch(r"agi_request: agi://127\.0\.0\.1:4573/callPrepare\?.*", built[2])
+
+
+# --- the protocol's edges --------------------------------------------------------------------
+
+
+def env_bytes(script: str = "callPrepare", *, query: str = "destination=1", newline: bytes = b"\n",
+              extra: dict[str, str] | None = None) -> bytes:
+    lines = build_env(script, query=query, extra_env=extra) if extra else build_env(script, query=query)
+    return b"".join(line.encode() + newline for line in lines) + newline
+
+
+@pytest.mark.parametrize("chunk", [0, 1, 7], ids=["one_write", "byte_by_byte", "7_bytes"])
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"], ids=["lf", "crlf"])
+async def test_env_block_in_any_chunks_and_line_ends(make_server: ServerFactory, chunk: int, newline: bytes) -> None:
+    # A value with invalid UTF-8 and a "\r" of its own: decoded the same whole or line by line.
+    echo = Echo()
+    server = await make_server(echo)
+    raw = env_bytes(newline=newline).replace(b"agi_callerid: unknown", b"agi_callerid: \xe2\x82\runknown\r")
+    reader, writer = await asyncio.open_connection(HOST, server.port)
+    for start in range(0, len(raw), chunk or len(raw)):
+        writer.write(raw[start : start + (chunk or len(raw))])
+        await writer.drain()
+    assert (await asyncio.wait_for(reader.readline(), BOUND_S)).startswith(b"EXEC MSet ")
+    writer.write(b"200 result=0" + newline)
+    assert await read_to_eof(reader) == b""
+    writer.close()
+    env = echo.requests[0].env
+    assert echo.requests[0].args == {"destination": "1"}
+    assert env["agi_callerid"] == "\ufffd\runknown" + ("\r" if newline == b"\r\n" else "")  # one "\r" goes
+    assert env["agi_accountcode"] == ""
+
+
+@pytest.mark.parametrize("split_env", [False, True])
+async def test_a_large_env_block_within_the_limit_is_served(make_server: ServerFactory, split_env: bool) -> None:
+    echo = Echo()
+    server = await make_server(echo)
+    result = await run_agi_session(HOST, server.port, "callPrepare", query="destination=3",
+                                   extra_env={"agi_big": "b" * 30000}, split_env=split_env)
+    assert result.variables["ECHO_DESTINATION"] == "3"
+    assert echo.requests[0].env["agi_big"] == "b" * 30000
+
+
+async def test_an_empty_env_block_is_declined(make_server: ServerFactory) -> None:
+    server = await make_server(Echo())
+    reader, writer = await asyncio.open_connection(HOST, server.port)
+    writer.write(b"\r\n")
+    assert b"E_MISSING_ARGUMENT" in await asyncio.wait_for(reader.readline(), BOUND_S)
+    writer.write(b"200 result=0\n")
+    assert await read_to_eof(reader) == b""
+    writer.close()
+
+
+@pytest.fixture
+def info_logs() -> Iterator[list[MutableMapping[str, Any]]]:
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            yield logs
+    finally:
+        structlog.configure(**saved)
+
+
+def done_event(logs: list[MutableMapping[str, Any]]) -> MutableMapping[str, Any]:
+    [done] = [event for event in logs if event["event"] == "agi_session_done"]
+    return done
+
+
+async def test_hangup_while_dispatching_is_out_of_band(make_server: ServerFactory,
+                                                      info_logs: list[MutableMapping[str, Any]]) -> None:
+    hung_up = asyncio.Event()
+
+    async def waits_for_the_hangup(request: AGIRequest) -> AGIAnswer:
+        await hung_up.wait()
+        await asyncio.sleep(0.05)  # let the HANGUP line reach the server
+        return AGIAnswer({VAR_RESULT: "Saved"})
+
+    server = await make_server(waits_for_the_hangup)
+    reader, writer = await asyncio.open_connection(HOST, server.port)
+    writer.write(env_bytes("callFinish"))
+    writer.write(b"HANGUP\n")
+    await writer.drain()
+    hung_up.set()
+    assert await asyncio.wait_for(reader.readline(), BOUND_S) == b'EXEC MSet "CALLGATE_RESULT=Saved"\n'
+    writer.write(b"200 result=0\n")
+    assert await read_to_eof(reader) == b""
+    writer.close()
+    await wait_until(lambda: server.open_sessions == 0)
+    done = done_event(info_logs)
+    assert (done["outcome"], done["commands"], done["hangups"]) == ("answered", 1, 1)
+
+
+async def test_an_endless_usage_block_is_a_protocol_error(make_server: ServerFactory,
+                                                          info_logs: list[MutableMapping[str, Any]]) -> None:
+    server = await make_server(answering(THREE_LINES))
+    endless = "\n".join(["520-Invalid command syntax.  Proper usage follows:"] + [" Usage: " + "u" * 100] * 1000)
+    result = await run_agi_session(HOST, server.port, "callPrepare", responder=lambda command, variables: endless)
+    assert result.closed_by_server
+    await wait_until(lambda: server.open_sessions == 0)
+    assert done_event(info_logs)["outcome"] == "protocol_error"
+
+
+async def test_a_flood_while_dispatching_is_held_bounded(make_server: ServerFactory,
+                                                         info_logs: list[MutableMapping[str, Any]]) -> None:
+    release = asyncio.Event()
+
+    async def slow(request: AGIRequest) -> AGIAnswer:
+        await release.wait()
+        return AGIAnswer({VAR_RESULT: "Allowed"})
+
+    server = await make_server(slow)
+    reader, writer = await asyncio.open_connection(HOST, server.port)
+    writer.write(env_bytes() + b"x" * 4_000_000 + b"\n")
+    await asyncio.sleep(0.3)  # the server reads what it holds, then stops reading
+    [session] = server._sessions
+    assert len(session._buffer) <= 2 * 65536 + 262144
+    release.set()
+    assert (await asyncio.wait_for(reader.readline(), BOUND_S)).startswith(b"EXEC MSet ")
+    assert await read_to_eof(reader) == b""
+    writer.close()
+    await wait_until(lambda: server.open_sessions == 0)
+    assert done_event(info_logs)["outcome"] == "protocol_error"  # the flood, read as a reply, is too long
+
+
+async def test_a_dispatcher_timeout_error_is_declined_as_a_backend_timeout(make_server: ServerFactory) -> None:
+    async def times_out(request: AGIRequest) -> AGIAnswer:
+        raise TimeoutError
+
+    server = await make_server(times_out)
+    result = await run_agi_session(HOST, server.port, "callPrepare")
+    assert result.variables == declined("E_SQL_ERROR")
+
+
+async def test_a_cancelled_dispatch_drops_the_session(make_server: ServerFactory,
+                                                      info_logs: list[MutableMapping[str, Any]]) -> None:
+    server = await make_server(sleeping_forever)
+    reader, writer = await asyncio.open_connection(HOST, server.port)
+    writer.write(env_bytes())
+    await writer.drain()
+    await wait_until(lambda: any(t.get_coro().__name__ == "_run_dispatch" for t in asyncio.all_tasks()))
+    [task] = [t for t in asyncio.all_tasks() if t.get_coro().__name__ == "_run_dispatch"]
+    task.cancel()
+    assert await read_to_eof(reader) == b""
+    writer.close()
+    await wait_until(lambda: server.open_sessions == 0)
+    assert "agi_session_cancelled" in {event["event"] for event in info_logs}
+    assert "agi_session_done" not in {event["event"] for event in info_logs}
+
+
+async def test_debug_arguments_are_not_computed_without_debug(make_server: ServerFactory,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(values: Any) -> dict[str, str]:
+        raise AssertionError("redacted() called with debug logging off")
+
+    monkeypatch.setattr("fastagi.server.redacted", boom)
+    server = await make_server(Echo())
+    result = await run_agi_session(HOST, server.port, "callPrepare", query="destination=9")
+    assert result.variables["ECHO_DESTINATION"] == "9"
+
+
+class FakeTransport:
+    """Just enough of a transport to drive a session by hand."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return (HOST, 4573) if name == "peername" else default
+
+
+async def test_a_full_write_buffer_holds_the_next_command() -> None:
+    from fastagi.server import _Session
+
+    server = FastAGIServer(answering(THREE_LINES), RELAXED)
+    session = _Session(server, asyncio.get_running_loop())
+    transport = FakeTransport()
+    session.connection_made(transport)  # type: ignore[arg-type]
+    session.pause_writing()
+    session.data_received(env_bytes())
+    await asyncio.sleep(0.01)  # the dispatch
+    assert transport.written == []
+    session.resume_writing()
+    assert len(transport.written) == 1
+    session.pause_writing()
+    session.data_received(b"200 result=1\n")
+    assert len(transport.written) == 1
+    session.resume_writing()
+    assert len(transport.written) == 2
+    session.data_received(b"200 result=1\n200 result=0\n")
+    assert len(transport.written) == 3 and transport.closed
+    session.connection_lost(None)
+    assert server.open_sessions == 0
+
+
+async def test_a_connection_accepted_after_close_is_aborted() -> None:
+    from fastagi.server import _Session
+
+    server = FastAGIServer(Echo(), RELAXED)
+    server.close()
+    transport = FakeTransport()
+    session = _Session(server, asyncio.get_running_loop())
+    session.connection_made(transport)  # type: ignore[arg-type]
+    assert transport.aborted
+    assert server.open_sessions == 0
+    session.connection_lost(None)
+    await asyncio.wait_for(server.wait_closed(), BOUND_S)
+
+
+@pytest.mark.parametrize(
+    ("replies", "outcome", "commands"),
+    [(b"", "peer_gone", 1), (b"200 result=1\n", "peer_gone", 2),
+     (b"200 result=1\n200 result=1\n200 result=0\n", "answered", 3)],
+)
+async def test_a_peer_half_closed_during_dispatch_still_gets_the_answer(
+    make_server: ServerFactory, info_logs: list[MutableMapping[str, Any]], replies: bytes, outcome: str, commands: int
+) -> None:
+    async def slow(request: AGIRequest) -> AGIAnswer:
+        await asyncio.sleep(0.1)
+        return AGIAnswer(dict(THREE_LINES))
+
+    server = await make_server(slow)
+    reader, writer = await asyncio.open_connection(HOST, server.port)
+    writer.write(env_bytes() + replies)  # replies sent ahead are read as the replies, in turn
+    writer.write_eof()
+    received = await read_to_eof(reader)
+    writer.close()
+    await wait_until(lambda: server.open_sessions == 0)
+    done = done_event(info_logs)
+    assert (done["outcome"], done["commands"]) == (outcome, commands)
+    assert received.count(b"\n") == commands

@@ -16,13 +16,15 @@ from billing_core.services.ownership import walk_managers
 
 Generations = dict[str, int] | None
 
-AGI_MIN_LEVEL = 50  # callPrepare & co. need a server key of at least this level
+AGI_MIN_LEVEL = 50
+PEER_MEMO_MAX = 1024  # callPrepare & co. need a server key of at least this level
 
 
 class Profiles:
     def __init__(self, db: Database, cache: ReadThroughCache) -> None:
         self.db = db
         self.cache = cache
+        self._peer_keys: dict[str, tuple[list[KeyRecord], list[KeyRecord]]] = {}
 
     async def key_by_hash(self, gens: Generations, key_hash: str) -> KeyRecord | None:
         async def load() -> dict[str, Any] | None:
@@ -62,8 +64,18 @@ class Profiles:
         """Server keys whose source mask admits the peer: the Asterisk server's key candidates,
         lowest sufficient level first (a dedicated level-50 Asterisk key before a portal key
         that happens to admit the same address), then oldest first."""
-        admitting = [key for key in await self.server_keys(gens) if ip_allowed(peer_ip, key.source)]
-        return sorted(admitting, key=lambda key: (key.access_level, key.id))
+        server_keys = await self.server_keys(gens)
+        # Every FastAGI session asks this for the same few Asterisk addresses: remember the
+        # answer for as long as the list of server keys it was computed from is the same.
+        memo = self._peer_keys.get(peer_ip)
+        if memo is not None and memo[0] is server_keys:
+            return memo[1]
+        admitting = [key for key in server_keys if ip_allowed(peer_ip, key.source)]
+        ordered = sorted(admitting, key=lambda key: (key.access_level, key.id))
+        if len(self._peer_keys) >= PEER_MEMO_MAX:
+            self._peer_keys.clear()
+        self._peer_keys[peer_ip] = (server_keys, ordered)
+        return ordered
 
     async def user_by(self, gens: Generations, auth_by: str, value: str) -> UserRecord | None:
         """Find a user by the key's authorization method: username, sip_extension or id (caller ID)."""

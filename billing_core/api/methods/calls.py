@@ -7,7 +7,6 @@ callFinish, `answered_ms` (ANSWEREDTIME_MS) and `cause` (HANGUPCAUSE).
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -53,7 +52,8 @@ class CallFinishParams(Params):
 
 
 def _text(answer: CallAnswer) -> TextAnswer:
-    return TextAnswer(**asdict(answer))
+    # Field by field: asdict deep-copies, and this runs on every call decision.
+    return TextAnswer(answer.text, answer.result, answer.ok, answer.error, dict(answer.fields))
 
 
 async def _caller(ctx: CallContext, callerid: str | None) -> Caller:

@@ -1,9 +1,9 @@
 """Call control: callPrepare (rate, then hold the money) and callFinish (charge, write the CDR).
 
-Rating comes from billing_core.services.rating (through the cache, before any
-transaction: a cache miss must never wait for the connection a transaction holds);
-money moves only through billing_core.services.ledger, inside ONE transaction per
-decision that starts by locking the account row. The rules are in docs/billing.md.
+Rating comes from billing_core.services.rating (through the cache, never inside a
+transaction); money moves only through the call ledger (billing_core.services.call_ledger),
+whose every write is ONE atomic step under the account's row lock. The prices and the
+plan (how long a call the money buys) are decided here. The rules are in docs/billing.md.
 """
 
 from __future__ import annotations

@@ -658,7 +658,11 @@ class Bench:
             connector = aiohttp.TCPConnector(limit=channels, limit_per_host=channels)
             async with aiohttp.ClientSession(connector=connector) as session:
                 api = self.api()
-                await self._drive(lambda m, a, _c: http_decision(session, api, m, a), channels, seconds, stats)
+                # `call_id` pairs callFinish with its callPrepare's hold, as agi_uniqueid does
+                await self._drive(
+                    lambda m, a, c: http_decision(session, api, m, {**a, "call_id": c.uniqueid}),
+                    channels, seconds, stats,
+                )  # fmt: skip
         elif mode == "fastagi":
             port = self.server.agi_port
             agi = sim_decision if self.fastagi_client == "sim" else fastagi_decision
@@ -894,20 +898,20 @@ async def driver_overhead(database_url: str, transactions: int) -> list[dict[str
         label = f"SQLAlchemy Core (callgate's engine), pool_pre_ping={'on' if pre_ping else 'off'}"
         results.append(await measure(label, through_sqlalchemy))
         await engine.dispose()
-    conn = await asyncpg.connect(pg_dsn(database_url))
+    raw = await asyncpg.connect(pg_dsn(database_url))
     try:
-        lock = await conn.prepare("SELECT balance FROM accounts WHERE id = $1 FOR UPDATE")
-        change = await conn.prepare("UPDATE accounts SET balance = balance + 0 WHERE id = $1")
+        lock = await raw.prepare("SELECT balance FROM accounts WHERE id = $1 FOR UPDATE")
+        change = await raw.prepare("UPDATE accounts SET balance = balance + 0 WHERE id = $1")
 
         async def through_asyncpg(i: int) -> None:
             account = ids[i % len(ids)]
-            async with conn.transaction():
+            async with raw.transaction():
                 await lock.fetchrow(account)
                 await change.fetch(account)
 
         results.append(await measure("asyncpg, prepared statements", through_asyncpg))
     finally:
-        await conn.close()
+        await raw.close()
     return results
 
 

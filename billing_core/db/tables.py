@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 NAMING = {
@@ -297,6 +298,14 @@ reservations = Table(
     UniqueConstraint("call_uid", "prior", name="uq_reservations_call"),
     CheckConstraint("amount >= 0", name="amount_not_negative"),
     Index("ix_reservations_open", "account_id", "state"),
+    # The expiry sweep looks only at open holds; reservations are kept forever (the audit
+    # trail), so without this it would read the whole table every 30 s.
+    Index(
+        "ix_reservations_open_expiry",
+        "expires_at",
+        postgresql_where=text("state = 'open'"),
+        sqlite_where=text("state = 'open'"),
+    ),
 )
 
 # The call log (what getLogs reads). One row per (call, priority): callFinish is idempotent.

@@ -302,3 +302,16 @@ async def test_finish_on_another_worker_and_a_late_duplicate_on_the_first(
     books = await ledger_of(services, made.account_id)
     assert (len(books.cdrs), len(books.transactions)) == (1, 1)
     assert [r.state for r in books.reservations] == ["settled"]
+
+
+def test_recent_holds_are_bounded_and_taken_once() -> None:
+    from billing_core.services.call_ledger import RecentHolds
+    from billing_core.services.ledger import Reservation
+
+    recent = RecentHolds(capacity=3)
+    for n in range(5):
+        recent.remember(Reservation(n, f"call-{n}", 1, 7, Decimal("1"), 60, "open", None))
+    assert recent.take("call-0", 1) is None and recent.take("call-1", 1) is None  # the oldest went
+    taken = recent.take("call-4", 1)
+    assert taken is not None and taken.id == 4
+    assert recent.take("call-4", 1) is None  # a retry reads the database instead

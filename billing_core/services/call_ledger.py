@@ -115,7 +115,7 @@ class RecentHolds:
     the process that answered its callPrepare) can skip reading the hold back. Bounded:
     an evicted or unknown hold is simply read from the database."""
 
-    def __init__(self, capacity: int = 50_000) -> None:
+    def __init__(self, capacity: int = 20_000) -> None:  # calls in progress at once, with room
         self.capacity = capacity
         self._holds: dict[tuple[str, int], Reservation] = {}
 

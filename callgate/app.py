@@ -83,6 +83,7 @@ async def run_worker(settings: Settings, *, migrate: bool, reuse_port: bool) -> 
                 tasks.create_task(_replay_loop(bridge, SPOOL_REPLAY_INTERVAL_S)),
                 tasks.create_task(run_expiry_loop(services, EXPIRY_INTERVAL_S)),
             ]
+            tasks.create_task(services.call_ledger.warm_up())
             await stop.wait()
             for task in background:
                 task.cancel()

@@ -14,6 +14,7 @@ from billing_core.db.tables import reservations
 from billing_core.errors import ErrorCode
 from billing_core.services import ledger
 from billing_core.services.container import Services
+from tests.conftest import BACKENDS
 from tests.factories import MadeUser, balance_of, make_key, make_user
 from tests.rating_world import Standard, credentials, finish, ledger_of, prepare, standard_world, text_of
 
@@ -315,3 +316,29 @@ def test_recent_holds_are_bounded_and_taken_once() -> None:
     taken = recent.take("call-4", 1)
     assert taken is not None and taken.id == 4
     assert recent.take("call-4", 1) is None  # a retry reads the database instead
+
+
+async def test_warm_up_opens_the_pool_and_decisions_still_work(services: Services, dispatcher: Dispatcher) -> None:
+    await services.call_ledger.warm_up()
+    if not services.db.is_sqlite:
+        from billing_core.db.pg_call_ledger import PgCallLedger
+
+        assert isinstance(services.call_ledger, PgCallLedger)
+        assert services.call_ledger.open_connections == 10
+    std, _ = await _setup(services)
+    assert text_of(await prepare(dispatcher, std.key, "alice", NUMBER, call_id="warm-1")).result == "Allowed"
+
+
+@pytest.mark.skipif("server" not in BACKENDS, reason="only PostgreSQL has a pool to warm up")
+@pytest.mark.parametrize("settings", ["server"], indirect=True)
+async def test_warm_up_with_the_database_down_is_quiet(services: Services) -> None:
+    from dataclasses import replace
+
+    dead = Services.build(replace(services.settings, database_url=services.settings.database_url.replace(
+        "127.0.0.1:5432", "127.0.0.1:9"
+    )))  # fmt: skip
+    try:
+        await dead.call_ledger.warm_up()  # logs db.warm_up_skipped, raises nothing
+        assert getattr(dead.call_ledger, "open_connections", None) == 0
+    finally:
+        await dead.close()

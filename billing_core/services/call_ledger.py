@@ -143,6 +143,10 @@ class CallLedger(Protocol):
         """Write the call; None when written now, else the answer stored before."""
         ...
 
+    async def warm_up(self) -> None:
+        """Open what the first decisions would otherwise wait for (best effort)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -205,6 +209,9 @@ class SqlCallLedger:
             if stored is None:
                 raise
             return stored
+
+    async def warm_up(self) -> None:
+        """SQLite has one connection, opened with the first transaction."""
 
     async def close(self) -> None:
         """The engine belongs to Services.db, which closes it."""

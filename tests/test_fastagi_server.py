@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -433,16 +434,22 @@ async def test_too_long_lines_would_desynchronise_an_old_asterisk(make_server: S
         await run_agi_session(HOST, server.port, "callPrepare", agi_buf_len=2048)
 
 
-@pytest.fixture
-def debug_logs() -> Iterator[list[MutableMapping[str, Any]]]:
-    """Every structlog event, debug included, whatever level the suite configured."""
+@contextlib.contextmanager
+def _captured_logs(level: int) -> Iterator[list[MutableMapping[str, Any]]]:
+    """Every structlog event from `level` up, whatever level the suite configured."""
     saved = structlog.get_config()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))
     try:
         with structlog.testing.capture_logs() as logs:
             yield logs
     finally:
         structlog.configure(**saved)
+
+
+@pytest.fixture
+def debug_logs() -> Iterator[list[MutableMapping[str, Any]]]:
+    with _captured_logs(logging.DEBUG) as logs:
+        yield logs
 
 
 async def test_secrets_are_not_logged(make_server: ServerFactory, debug_logs: list[MutableMapping[str, Any]]) -> None:
@@ -610,13 +617,8 @@ async def test_an_empty_env_block_is_declined(make_server: ServerFactory) -> Non
 
 @pytest.fixture
 def info_logs() -> Iterator[list[MutableMapping[str, Any]]]:
-    saved = structlog.get_config()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
-    try:
-        with structlog.testing.capture_logs() as logs:
-            yield logs
-    finally:
-        structlog.configure(**saved)
+    with _captured_logs(logging.INFO) as logs:
+        yield logs
 
 
 def done_event(logs: list[MutableMapping[str, Any]]) -> MutableMapping[str, Any]:

@@ -24,7 +24,7 @@ from asyncpg.pool import PoolConnectionProxy
 from sqlalchemy.engine import make_url
 
 from billing_core.errors import ApiError, BackendUnavailable, ErrorCode
-from billing_core.services.call_ledger import CallRecord, DuplicateCall, Hold, HoldAttempt, RecentHolds, StoredAnswer
+from billing_core.services.call_ledger import CallRecord, DuplicateCall, Hold, HoldAttempt, StoredAnswer
 from billing_core.services.ledger import Reservation, call_ref
 
 log = structlog.get_logger(__name__)
@@ -86,10 +86,6 @@ class PgCallLedger:
         self._max_connections = max_connections
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
-        self.recent = RecentHolds()
-
-    def recent_hold(self, call_uid: str, prior: int) -> Reservation | None:
-        return self.recent.take(call_uid, prior)
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -131,10 +127,10 @@ class PgCallLedger:
         assert row is not None  # the function always returns one row
         outcome = row["o_outcome"]
         if outcome == "exists":
-            return HoldAttempt("exists", existing=_reservation(hold.call_uid, hold.prior, row, offset=2))
+            return HoldAttempt("exists", reservation=_reservation(hold.call_uid, hold.prior, row, offset=2))
         if outcome == "held":
-            self.recent.remember(hold.reservation(row["o_id"]))
-        return HoldAttempt(outcome, available=row["o_available"])
+            return HoldAttempt("held", available=row["o_available"], reservation=hold.reservation(row["o_id"]))
+        return HoldAttempt("short", available=row["o_available"])
 
     async def find_reservation(self, call_uid: str, prior: int) -> Reservation | None:
         async with self._connection() as conn:

@@ -62,12 +62,12 @@ class Hold:
 
 @dataclass(frozen=True, slots=True)
 class HoldAttempt:
-    """`held`; `short` (then `available` says what the account can still spend);
-    `exists` (a hold for this call attempt was stored before: `existing`)."""
+    """`held` (`reservation` is the new hold); `short` (then `available` says what the
+    account can still spend); `exists` (`reservation` is the one stored before)."""
 
     outcome: Literal["held", "short", "exists"]
     available: Decimal | None = None
-    existing: Reservation | None = None
+    reservation: Reservation | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +131,6 @@ class RecentHolds:
 class CallLedger(Protocol):
     async def try_hold(self, hold: Hold) -> HoldAttempt: ...
 
-    def recent_hold(self, call_uid: str, prior: int) -> Reservation | None:
-        """A hold this process placed and has not been asked for yet (memory only)."""
-        ...
-
     async def find_reservation(self, call_uid: str, prior: int) -> Reservation | None: ...
 
     async def call_record(self, call_uid: str, prior: int) -> tuple[StoredAnswer | None, Reservation | None]: ...
@@ -155,10 +151,6 @@ class SqlCallLedger:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.recent = RecentHolds()
-
-    def recent_hold(self, call_uid: str, prior: int) -> Reservation | None:
-        return self.recent.take(call_uid, prior)
 
     async def try_hold(self, hold: Hold) -> HoldAttempt:
         try:
@@ -166,13 +158,14 @@ class SqlCallLedger:
                 account = await ledger.lock_account(conn, hold.account_id)
                 existing = await ledger.find_reservation(conn, hold.call_uid, hold.prior)
                 if existing is not None:
-                    return HoldAttempt("exists", existing=existing)
+                    return HoldAttempt("exists", reservation=existing)
                 available = await ledger.available(conn, account, hold.now)
                 if available < hold.amount:
                     return HoldAttempt("short", available=available)
                 reservation_id = await ledger.reserve(conn, hold)
-            self.recent.remember(hold.reservation(reservation_id))
-            return HoldAttempt("held", available=available - hold.amount)
+                return HoldAttempt(
+                    "held", available=available - hold.amount, reservation=hold.reservation(reservation_id)
+                )
         except IntegrityError as exc:
             raise DuplicateCall() from exc
 

@@ -253,8 +253,10 @@ async def _hold(services: Services, caller: Caller, rating: Rating, *, prior: in
             )
         )  # fmt: skip
         if attempt.outcome == "exists":
-            return _replay_hold(caller, attempt.existing)
+            return _replay_hold(caller, attempt.reservation)
         if attempt.outcome == "held":
+            assert attempt.reservation is not None
+            services.recent_holds.remember(attempt.reservation)
             log.info(
                 "call.prepared", call_uid=call_uid, prior=prior, user=caller.user.username,
                 direction=rating.direction, route=rating.route, max_time_s=max_time_s, reserved=str(amount),
@@ -302,7 +304,7 @@ async def finish_call(services: Services, gens: Generations, caller: Caller, rep
     ledger_ = services.call_ledger
     # The hold this process placed for the call, if it did: its rating is locked in, and
     # a duplicate is caught by record_call itself, so the common case reads nothing first.
-    held = ledger_.recent_hold(report.call_uid, report.prior)
+    held = services.recent_holds.take(report.call_uid, report.prior)
     rating: Rating | None = _locked_rating(held, account_id, number)
     if rating is None:
         stored, held = await ledger_.call_record(report.call_uid, report.prior)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
 from billing_core.db.tables import metadata
 from billing_core.services.container import Services
+from tests.conftest import BACKENDS
 
 
 async def test_migrated_schema_matches_the_tables(services: Services) -> None:
@@ -22,9 +24,10 @@ async def test_migrated_schema_matches_the_tables(services: Services) -> None:
     assert diff == []
 
 
+# SQLite runs the call ledger through SQLAlchemy (SqlCallLedger): no functions there.
+@pytest.mark.skipif("server" not in BACKENDS, reason="PostgreSQL only")
+@pytest.mark.parametrize("settings", ["server"], indirect=True)
 async def test_hold_and_charge_functions_exist_on_postgresql(services: Services) -> None:
-    if services.db.is_sqlite:
-        return  # SQLite runs the call ledger through SQLAlchemy (SqlCallLedger)
     from sqlalchemy import text
 
     async with services.db.begin() as conn:

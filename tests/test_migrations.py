@@ -35,3 +35,10 @@ async def test_hold_and_charge_functions_exist_on_postgresql(services: Services)
             (await conn.execute(text("SELECT proname FROM pg_proc WHERE proname LIKE 'callgate_%'"))).scalars()
         )
     assert names == {"callgate_hold", "callgate_charge"}
+
+
+def test_a_url_with_percent_signs_reaches_alembic_unchanged() -> None:
+    from billing_core.db.migrate import alembic_config
+
+    url = "postgresql+asyncpg://postgres:p%40ss@/callgate?host=%2Fvar%2Frun%2Fpostgresql"
+    assert alembic_config(url).get_main_option("sqlalchemy.url") == url

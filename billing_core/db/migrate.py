@@ -15,7 +15,9 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 def alembic_config(url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.set_main_option("sqlalchemy.url", url)
+    # Alembic's options go through configparser interpolation: a `%` in the URL (a quoted
+    # socket path, a password) must be doubled to arrive unchanged.
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
 

@@ -1,28 +1,26 @@
-"""The call ledger on PostgreSQL: one round trip per primitive, on a raw asyncpg pool.
+"""The call ledger on PostgreSQL: one round trip per primitive, on a set of asyncpg connections.
 
 Each primitive is one statement (a PL/pgSQL function of migration 0002, or one SELECT),
 sent through asyncpg's prepared-statement cache. Measured in docs/performance.md: the
 same transactions through SQLAlchemy cost several times the CPU, and a hold took four
 statements plus a pool pre-ping. Everything else keeps using SQLAlchemy.
 
-The pool is made on first use and connects lazily, so a database that is down at start-up
-is an E_SQL_ERROR decision (not a crash) and the next call after it comes back works.
+The connections are opened on demand (billing_core.db.pg_connections), so a database that
+is down at start-up is an E_SQL_ERROR decision (not a crash) and the next call after it
+comes back works.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import structlog
-from asyncpg.pool import PoolConnectionProxy
 from sqlalchemy.engine import make_url
 
+from billing_core.db.pg_connections import PgConnections
 from billing_core.errors import ApiError, BackendUnavailable, ErrorCode
 from billing_core.services.call_ledger import CallRecord, DuplicateCall, Hold, HoldAttempt, StoredAnswer
 from billing_core.services.ledger import Reservation, call_ref
@@ -63,6 +61,11 @@ def asyncpg_dsn(sqlalchemy_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
+def _unavailable(exc: BaseException) -> BackendUnavailable:
+    log.warning("db.unavailable", error=type(exc).__name__, detail=str(exc)[:200])
+    return BackendUnavailable()
+
+
 def _reservation(call_uid: str, prior: int, row: Any, offset: int = 0) -> Reservation | None:
     values = list(row.values())[offset:]
     if values[0] is None:
@@ -73,53 +76,41 @@ def _reservation(call_uid: str, prior: int, row: Any, offset: int = 0) -> Reserv
     )
 
 
-async def _keep_session(_conn: asyncpg.Connection) -> None:
-    """asyncpg's default reset on release (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL)
-    costs a round trip and a transaction per query here; these connections never change
-    session state, and a release inside a transaction is still rolled back by the pool."""
-
-
 class PgCallLedger:
     def __init__(self, database_url: str, *, timeout_s: float, max_connections: int = 10) -> None:
-        self._dsn = asyncpg_dsn(database_url)
         self._timeout_s = timeout_s
         self._max_connections = max_connections
-        self._pool: asyncpg.Pool | None = None
-        self._pool_lock = asyncio.Lock()
+        self._connections = PgConnections(asyncpg_dsn(database_url), size=max_connections, timeout_s=timeout_s)
 
-    async def _get_pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            async with self._pool_lock:
-                if self._pool is None:
-                    self._pool = await asyncpg.create_pool(
-                        self._dsn,
-                        min_size=0,  # connect on demand: start-up never waits for the database
-                        max_size=self._max_connections,
-                        timeout=self._timeout_s,
-                        command_timeout=10,
-                        max_inactive_connection_lifetime=60,
-                        reset=_keep_session,
-                    )
-        return self._pool
-
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[PoolConnectionProxy]:
+    async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        """One statement on a connection of the set. A connection that failed mid-protocol
+        (lost, timed out, cancelled) is discarded; an ordinary SQL error leaves it usable."""
         try:
-            async with asyncio.timeout(self._timeout_s):
-                pool = await self._get_pool()
-                async with pool.acquire() as conn:
-                    yield conn
+            conn = await self._connections.acquire()
         except UNAVAILABLE_ERRORS as exc:
-            log.warning("db.unavailable", error=type(exc).__name__, detail=str(exc)[:200])
-            raise BackendUnavailable() from exc
+            raise _unavailable(exc) from exc
+        try:
+            row = await conn.fetchrow(sql, *args, timeout=self._timeout_s)
+        except asyncpg.PostgresError as exc:
+            if isinstance(exc, UNAVAILABLE_ERRORS):
+                self._connections.discard(conn)
+                raise _unavailable(exc) from exc
+            self._connections.release(conn)
+            raise
+        except BaseException as exc:
+            self._connections.discard(conn)
+            if isinstance(exc, UNAVAILABLE_ERRORS):
+                raise _unavailable(exc) from exc
+            raise
+        self._connections.release(conn)
+        return row
 
     async def try_hold(self, hold: Hold) -> HoldAttempt:
         try:
-            async with self._connection() as conn:
-                row = await conn.fetchrow(
-                    HOLD_SQL, hold.call_uid, hold.prior, hold.account_id, hold.user_id, hold.amount,
-                    hold.max_time_s, hold.now, hold.expires_at, json.dumps(hold.rating),
-                )  # fmt: skip
+            row = await self._fetchrow(
+                HOLD_SQL, hold.call_uid, hold.prior, hold.account_id, hold.user_id, hold.amount,
+                hold.max_time_s, hold.now, hold.expires_at, json.dumps(hold.rating),
+            )  # fmt: skip
         except asyncpg.UniqueViolationError as exc:
             raise DuplicateCall() from exc
         except asyncpg.exceptions.NoDataFoundError as exc:
@@ -128,18 +119,18 @@ class PgCallLedger:
         outcome = row["o_outcome"]
         if outcome == "exists":
             return HoldAttempt("exists", reservation=_reservation(hold.call_uid, hold.prior, row, offset=2))
+        if outcome == "finished":
+            return HoldAttempt("finished")
         if outcome == "held":
             return HoldAttempt("held", available=row["o_available"], reservation=hold.reservation(row["o_id"]))
         return HoldAttempt("short", available=row["o_available"])
 
     async def find_reservation(self, call_uid: str, prior: int) -> Reservation | None:
-        async with self._connection() as conn:
-            row = await conn.fetchrow(RESERVATION_SQL, call_uid, prior)
+        row = await self._fetchrow(RESERVATION_SQL, call_uid, prior)
         return None if row is None else _reservation(call_uid, prior, row)
 
     async def call_record(self, call_uid: str, prior: int) -> tuple[StoredAnswer | None, Reservation | None]:
-        async with self._connection() as conn:
-            row = await conn.fetchrow(RECORD_SQL, call_uid, prior)
+        row = await self._fetchrow(RECORD_SQL, call_uid, prior)
         assert row is not None  # the LEFT JOINs from one row always give one row
         stored = None
         if row["answer"] is not None:
@@ -148,42 +139,34 @@ class PgCallLedger:
 
     async def record_call(self, record: CallRecord, *, reservation_id: int | None) -> StoredAnswer | None:
         r = record
-        async with self._connection() as conn:
-            row = await conn.fetchrow(
-                CHARGE_SQL, r.call_uid, r.prior, r.user_id, r.account_id, r.sip_extension, r.callerid, r.destination,
-                r.direction_id, r.direction, r.route_id, r.route, r.length_s, r.answered_ms, r.billed_s, r.status,
-                r.cause, r.cost, r.display_cost, r.display_currency, r.is_did, r.answer, r.created_at,
-                reservation_id, call_ref(r.call_uid, r.prior),
-            )  # fmt: skip
+        row = await self._fetchrow(
+            CHARGE_SQL, r.call_uid, r.prior, r.user_id, r.account_id, r.sip_extension, r.callerid, r.destination,
+            r.direction_id, r.direction, r.route_id, r.route, r.length_s, r.answered_ms, r.billed_s, r.status,
+            r.cause, r.cost, r.display_cost, r.display_currency, r.is_did, r.answer, r.created_at,
+            reservation_id, call_ref(r.call_uid, r.prior),
+        )  # fmt: skip
         assert row is not None
         if row["o_written"]:
             return None
         return StoredAnswer(row["o_answer"], row["o_display_cost"], row["o_display_currency"])
 
     async def warm_up(self) -> None:
-        """Open the whole pool at once, so that the first burst of calls does not pay for
+        """Open every connection at once, so that the first burst of calls does not pay for
         connecting (measured: the first seconds after start-up had the worst p99). A
         database that is down is not an error here: decisions will connect when it is back."""
-        held: list[PoolConnectionProxy] = []
+        held: list[asyncpg.Connection] = []
         try:
-            pool = await self._get_pool()
             for _ in range(self._max_connections):
-                held.append(await pool.acquire(timeout=self._timeout_s))
+                held.append(await self._connections.acquire())
         except Exception as exc:  # best effort: serving never depends on it
             log.info("db.warm_up_skipped", error=type(exc).__name__)
         finally:
-            if self._pool is not None:
-                for conn in held:
-                    await self._pool.release(conn)
+            for conn in held:
+                self._connections.release(conn)
 
     @property
     def open_connections(self) -> int:
-        return 0 if self._pool is None else self._pool.get_size()
+        return self._connections.open_count
 
     async def close(self) -> None:
-        if self._pool is not None:
-            try:
-                await asyncio.wait_for(self._pool.close(), timeout=5)
-            except TimeoutError:
-                self._pool.terminate()
-            self._pool = None
+        await self._connections.close()

@@ -60,7 +60,7 @@ async def test_duplicate_finish_charges_once_and_answers_the_same(services: Serv
     books = await ledger_of(services, made.account_id)
     assert len(books.cdrs) == 1 and books.cdrs[0].answer == first.text
     assert [(t.amount, t.ref) for t in books.transactions] == [(Decimal("-0.2000"), "1700000000.1:1")]
-    assert [r.state for r in books.reservations] == ["settled"]
+    assert books.reservations == []  # the hold ended with the charge
 
 
 async def test_concurrent_duplicate_finish_charges_once(services: Services, dispatcher: Dispatcher) -> None:
@@ -89,6 +89,20 @@ async def test_prepare_retry_does_not_hold_twice(services: Services, dispatcher:
     )
     other = text_of(await prepare(dispatcher, std.key, "alice", NUMBER, call_id="another"))
     assert other.text == "Declined E_INSUFFICIENT_MONEY"
+
+
+async def test_prepare_replayed_after_its_finish_holds_nothing(services: Services, dispatcher: Dispatcher) -> None:
+    std, made = await _setup(services, balance="1")
+    text_of(await prepare(dispatcher, std.key, "alice", NUMBER, call_id="over"))
+    saved = text_of(await finish(dispatcher, std.key, "alice", NUMBER, length="61", call_id="over"))
+    assert saved.text == "Saved Russia [alice/74951234567] via [route1-cli] 120 0.2000 EUR ANSWER"
+    outcome = await prepare(dispatcher, std.key, "alice", NUMBER, call_id="over")
+    assert outcome.error is not None and outcome.error.code is ErrorCode.E_DATA_ABORT
+    books = await ledger_of(services, made.account_id)
+    assert books.reservations == [] and len(books.cdrs) == 1
+    # the money the finished attempt did not use is free for the next call
+    following = text_of(await prepare(dispatcher, std.key, "alice", NUMBER, call_id="next"))
+    assert following.fields["CALLGATE_MAXTIME"] == "480"
 
 
 async def test_call_id_used_by_another_account_is_refused(services: Services, dispatcher: Dispatcher) -> None:
@@ -138,7 +152,7 @@ async def test_late_finish_after_expiry_charges_once_capped_at_max_time(
     assert first.text == "Saved Russia [alice/74951234567] via [route1-cli] 600 1.0000 EUR ANSWER"
     assert await balance_of(services, made.account_id) == Decimal("0.0000")
     books = await ledger_of(services, made.account_id)
-    assert [r.state for r in books.reservations] == ["settled"]
+    assert books.reservations == []  # the hold ended with the charge
     assert (len(books.cdrs), len(books.transactions)) == (1, 1)
 
 
@@ -302,7 +316,7 @@ async def test_finish_on_another_worker_and_a_late_duplicate_on_the_first(
     assert await balance_of(services, made.account_id) == Decimal("9.8000")
     books = await ledger_of(services, made.account_id)
     assert (len(books.cdrs), len(books.transactions)) == (1, 1)
-    assert [r.state for r in books.reservations] == ["settled"]
+    assert books.reservations == []  # the hold ended with the charge
 
 
 def test_recent_holds_are_bounded_and_taken_once() -> None:

@@ -285,11 +285,15 @@ reservations = Table(
     Column("id", Integer, primary_key=True),
     Column("call_uid", String(64), nullable=False),
     Column("prior", Integer, nullable=False),
-    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
-    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    # No foreign keys on the per-call tables (reservations, cdrs, transactions): each one
+    # cost a row lock and a WAL record per call (migration 0004); users and accounts are
+    # never deleted, and the ids come from profiles the registry resolved.
+    Column("account_id", Integer, nullable=False),
+    Column("user_id", Integer, nullable=False),
     Money("amount", nullable=False),
     Column("max_time_s", Integer, nullable=False),
-    Column("state", String(8), nullable=False, server_default="open"),  # open, settled, expired
+    # open, or expired (no callFinish in time); a charged hold is deleted with its charge
+    Column("state", String(8), nullable=False, server_default="open"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     # The rating locked in at callPrepare (JSON, billing_core.services.rating.Rating):
@@ -298,8 +302,8 @@ reservations = Table(
     UniqueConstraint("call_uid", "prior", name="uq_reservations_call"),
     CheckConstraint("amount >= 0", name="amount_not_negative"),
     Index("ix_reservations_open", "account_id", "state"),
-    # The expiry sweep looks only at open holds; reservations are kept forever (the audit
-    # trail), so without this it would read the whole table every 30 s.
+    # The expiry sweep looks only at open holds; expired ones stay until a late callFinish
+    # charges them, so without this it would read them all every 30 s.
     Index(
         "ix_reservations_open_expiry",
         "expires_at",
@@ -315,8 +319,8 @@ cdrs = Table(
     Column("id", Integer, primary_key=True),
     Column("call_uid", String(64), nullable=False),
     Column("prior", Integer, nullable=False),
-    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
-    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("user_id", Integer, nullable=False, index=True),  # no foreign key: see reservations
+    Column("account_id", Integer, nullable=False),
     Column("sip_extension", String(32), nullable=False, server_default=""),
     Column("callerid", String(64), nullable=False, server_default=""),
     Column("destination", String(64), nullable=False),
@@ -344,7 +348,7 @@ transactions = Table(
     "transactions",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("account_id", Integer, nullable=False, index=True),  # no foreign key: see reservations
     Money("amount", nullable=False),
     Column("kind", String(16), nullable=False),  # call, transfer, adjust, initial
     Column("ref", String(128), nullable=False, server_default=""),

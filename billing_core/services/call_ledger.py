@@ -63,9 +63,10 @@ class Hold:
 @dataclass(frozen=True, slots=True)
 class HoldAttempt:
     """`held` (`reservation` is the new hold); `short` (then `available` says what the
-    account can still spend); `exists` (`reservation` is the one stored before)."""
+    account can still spend); `exists` (`reservation` is the one stored before);
+    `finished` (the call was charged already: its hold ended with the charge)."""
 
-    outcome: Literal["held", "short", "exists"]
+    outcome: Literal["held", "short", "exists", "finished"]
     available: Decimal | None = None
     reservation: Reservation | None = None
 
@@ -159,6 +160,8 @@ class SqlCallLedger:
                 existing = await ledger.find_reservation(conn, hold.call_uid, hold.prior)
                 if existing is not None:
                     return HoldAttempt("exists", reservation=existing)
+                if await _stored_answer(conn, hold.call_uid, hold.prior) is not None:
+                    return HoldAttempt("finished")
                 available = await ledger.available(conn, account, hold.now)
                 if available < hold.amount:
                     return HoldAttempt("short", available=available)

@@ -254,6 +254,8 @@ async def _hold(services: Services, caller: Caller, rating: Rating, *, prior: in
         )  # fmt: skip
         if attempt.outcome == "exists":
             return _replay_hold(caller, attempt.reservation)
+        if attempt.outcome == "finished":
+            raise ApiError(ErrorCode.E_DATA_ABORT, "this call attempt is finished already")
         if attempt.outcome == "held":
             assert attempt.reservation is not None
             services.recent_holds.remember(attempt.reservation)

@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing_core.db.engine import Database
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 OPEN = "open"
-SETTLED = "settled"
 EXPIRED = "expired"
 KIND_CALL = "call"
 
@@ -134,8 +133,9 @@ async def reserve(conn: AsyncConnection, hold: Hold) -> int:
 
 
 async def settle(conn: AsyncConnection, reservation_id: int) -> None:
-    """Close a hold (open or already expired): its call has been charged."""
-    await conn.execute(update(reservations).where(reservations.c.id == reservation_id).values(state=SETTLED))
+    """End a hold (open or already expired) in the transaction that charges its call: the
+    hold is deleted (migration 0004), its money now lives in the CDR and the debit."""
+    await conn.execute(delete(reservations).where(reservations.c.id == reservation_id))
 
 
 async def charge(conn: AsyncConnection, *, account_id: int, amount: Decimal, ref: str, now: datetime) -> None:

@@ -1,0 +1,163 @@
+"""holds end with their charge; no foreign keys on the per-call tables
+
+Measured with pgbench on the two ledger functions (docs/decisions.md, "Per-call writes"):
+- every insert into reservations, cdrs and transactions ran a foreign-key trigger that
+  locks the referenced users/accounts row FOR KEY SHARE: a row lock, a dirtied page and a
+  WAL record per key, per call; the ids come from profiles the registry resolved, the
+  account row is locked by the same function, and users and accounts are never deleted
+  (a removed user is status -1), so the constraints guarded nothing the code can break;
+- settling a hold was an UPDATE of an indexed column (state), so it inserted into all four
+  indexes of the table. A charged hold is now deleted in the transaction that writes its
+  CDR and debit: `reservations` holds only open and expired holds (the money trail is
+  `transactions` and `cdrs`).
+- callgate_hold answers `finished` for a call whose CDR exists: its hold is gone, so
+  without that a callPrepare replayed after its callFinish would hold money again.
+
+Revision ID: 0004
+Revises: 0003
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+FOREIGN_KEYS = {
+    "reservations": ("fk_reservations_account_id_accounts", "fk_reservations_user_id_users"),
+    "cdrs": ("fk_cdrs_account_id_accounts", "fk_cdrs_user_id_users"),
+    "transactions": ("fk_transactions_account_id_accounts",),
+}
+REFERENCED = {
+    "fk_reservations_account_id_accounts": ("account_id", "accounts"),
+    "fk_reservations_user_id_users": ("user_id", "users"),
+    "fk_cdrs_account_id_accounts": ("account_id", "accounts"),
+    "fk_cdrs_user_id_users": ("user_id", "users"),
+    "fk_transactions_account_id_accounts": ("account_id", "accounts"),
+}
+
+# The functions of 0002 as they are from now on (a migration keeps the text it installed).
+HOLD = """
+CREATE OR REPLACE FUNCTION callgate_hold(
+    p_call_uid varchar, p_prior integer, p_account_id integer, p_user_id integer,
+    p_amount numeric, p_max_time_s integer, p_now timestamptz, p_expires_at timestamptz, p_rating text)
+RETURNS TABLE (o_outcome text, o_available numeric, o_id integer, o_account_id integer,
+               o_amount numeric, o_max_time_s integer, o_state varchar, o_rating text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_limit numeric;
+    v_held numeric;
+    v_id integer;
+BEGIN
+    SELECT a.balance + a.overdraft INTO v_limit FROM accounts a WHERE a.id = p_account_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no such account' USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN QUERY
+        SELECT 'exists'::text, NULL::numeric, r.id, r.account_id, r.amount, r.max_time_s, r.state, r.rating
+        FROM reservations r WHERE r.call_uid = p_call_uid AND r.prior = p_prior;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    -- Charged already (its hold is gone with the charge): the attempt is over.
+    PERFORM 1 FROM cdrs c WHERE c.call_uid = p_call_uid AND c.prior = p_prior;
+    IF FOUND THEN
+        RETURN QUERY SELECT 'finished'::text, NULL::numeric, NULL::integer, NULL::integer,
+                            NULL::numeric, NULL::integer, NULL::varchar, NULL::text;
+        RETURN;
+    END IF;
+    SELECT coalesce(sum(r.amount), 0) INTO v_held FROM reservations r
+        WHERE r.account_id = p_account_id AND r.state = 'open' AND r.expires_at > p_now;
+    IF v_limit - v_held < p_amount THEN
+        RETURN QUERY SELECT 'short'::text, v_limit - v_held, NULL::integer, NULL::integer,
+                            NULL::numeric, NULL::integer, NULL::varchar, NULL::text;
+        RETURN;
+    END IF;
+    INSERT INTO reservations (call_uid, prior, account_id, user_id, amount, max_time_s, state,
+                              created_at, expires_at, rating)
+        VALUES (p_call_uid, p_prior, p_account_id, p_user_id, p_amount, p_max_time_s, 'open',
+                p_now, p_expires_at, p_rating)
+        RETURNING id INTO v_id;
+    RETURN QUERY SELECT 'held'::text, v_limit - v_held - p_amount, v_id, NULL::integer,
+                        NULL::numeric, NULL::integer, NULL::varchar, NULL::text;
+END
+$$;
+"""
+
+CHARGE = """
+CREATE OR REPLACE FUNCTION callgate_charge(
+    p_call_uid varchar, p_prior integer, p_user_id integer, p_account_id integer,
+    p_sip_extension varchar, p_callerid varchar, p_destination varchar,
+    p_direction_id integer, p_direction varchar, p_route_id integer, p_route varchar,
+    p_length_s integer, p_answered_ms integer, p_billed_s integer, p_status varchar,
+    p_cause varchar, p_cost numeric, p_display_cost numeric, p_display_currency varchar,
+    p_is_did varchar, p_answer varchar, p_created_at timestamptz,
+    p_reservation_id integer, p_ref varchar)
+RETURNS TABLE (o_written boolean, o_answer varchar, o_display_cost numeric, o_display_currency varchar)
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO cdrs (call_uid, prior, user_id, account_id, sip_extension, callerid, destination,
+                      direction_id, direction, route_id, route, length_s, answered_ms, billed_s,
+                      status, cause, cost, display_cost, display_currency, is_did, answer, created_at)
+        VALUES (p_call_uid, p_prior, p_user_id, p_account_id, p_sip_extension, p_callerid,
+                p_destination, p_direction_id, p_direction, p_route_id, p_route, p_length_s,
+                p_answered_ms, p_billed_s, p_status, p_cause, p_cost, p_display_cost,
+                p_display_currency, p_is_did, p_answer, p_created_at)
+        ON CONFLICT ON CONSTRAINT uq_cdrs_call DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT false, c.answer, c.display_cost, c.display_currency
+            FROM cdrs c WHERE c.call_uid = p_call_uid AND c.prior = p_prior;
+        RETURN;
+    END IF;
+    IF p_cost > 0 THEN
+        UPDATE accounts SET balance = balance - p_cost WHERE id = p_account_id;
+        INSERT INTO transactions (account_id, amount, kind, ref, comment, created_at)
+            VALUES (p_account_id, -p_cost, 'call', p_ref, '', p_created_at);
+    END IF;
+    IF p_reservation_id IS NOT NULL THEN
+        DELETE FROM reservations WHERE id = p_reservation_id;
+    END IF;
+    RETURN QUERY SELECT true, p_answer, p_display_cost, p_display_currency;
+END
+$$;
+"""
+
+
+def upgrade() -> None:
+    postgres = op.get_bind().dialect.name == "postgresql"
+    for table, names in FOREIGN_KEYS.items():
+        with op.batch_alter_table(table) as batch:
+            for name in names:
+                batch.drop_constraint(name, type_="foreignkey")
+    op.execute("DELETE FROM reservations WHERE state = 'settled'")
+    if postgres:
+        op.execute(HOLD)
+        op.execute(CHARGE)
+
+
+def _functions_of_0002() -> tuple[str, str]:
+    path = Path(__file__).with_name("0002_call_ledger_functions.py")
+    spec = importlib.util.spec_from_file_location("callgate_migration_0002", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.HOLD, module.CHARGE
+
+
+def downgrade() -> None:
+    for table, names in FOREIGN_KEYS.items():
+        with op.batch_alter_table(table) as batch:
+            for name in names:
+                column, referred = REFERENCED[name]
+                batch.create_foreign_key(name, referred, [column], ["id"])
+    if op.get_bind().dialect.name == "postgresql":
+        for function in _functions_of_0002():
+            op.execute(function)
+    # The holds deleted with their charge do not come back: their CDRs and transactions
+    # carry the same money.

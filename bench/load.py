@@ -21,6 +21,14 @@ is the server's maximum, and latency = channels / decisions per second); --rate 
 them to R pairs/s in total (each channel one pair every channels/R s from a random phase; a
 channel still busy when its next pair is due starts it as soon as it is free).
 
+Clients: by default (`--client c`) the fastagi and http modes are played by bench/agi_load.c,
+compiled with `cc` into the run's temp directory: like Asterisk, C with one thread per channel
+doing blocking I/O, so the load costs the server's two CPUs far less than asyncio does
+(`--client python` keeps the asyncio clients below; script mode is always Python). The C
+client gets the logins and ~20,000 destinations drawn as the Python channels draw theirs,
+runs every channel the same way, and reports the same numbers as JSON; its CPU counts in
+the `client` group.
+
 Modes:
 - fastagi: the wire protocol as Asterisk speaks it — env block, then one command at a time,
   answering `200 result=0` to `EXEC MSet` and `200 result=1` to `SET VARIABLE`, until the
@@ -53,6 +61,7 @@ import platform
 import random
 import resource
 import shlex
+import shutil
 import signal
 import socket
 import statistics
@@ -76,6 +85,10 @@ from fastagi.asterisk_parse import agi_shell_split, mset_decode
 
 PROJECT_ROOT: Final = Path(__file__).resolve().parent.parent
 AGI_SCRIPT: Final = PROJECT_ROOT / "bench" / "agi_script.py"
+C_CLIENT_SOURCE: Final = PROJECT_ROOT / "bench" / "agi_load.c"
+CLIENTS: Final = ("c", "python")
+C_CLIENT_MODES: Final = ("fastagi", "http")  # what the C client plays; script mode is always Python
+C_DESTINATIONS: Final = 20_000  # destinations drawn for each C run; its channels pick among them
 HOST: Final = "127.0.0.1"
 DEFAULT_DATABASE_URL: Final = "postgresql+asyncpg://postgres@127.0.0.1:5432/callgate_bench"
 DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/3"
@@ -330,6 +343,7 @@ class RunStats:
     machine_busy: float = 0.0  # share of both CPUs busy (all processes) during the run
     late: int = 0  # paced runs: pairs that started more than one interval after they were due
     pg_xacts: int = 0  # PostgreSQL transactions (commits + rollbacks) on the bench database
+    client: str = "python"  # who played the channels: "c" (bench/agi_load.c) or "python"
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -338,6 +352,7 @@ class RunStats:
             "rate": self.rate,
             "workers": self.workers,
             "server": self.server,
+            "client": self.client,
             "repeat": self.repeat,
             "seconds": round(self.seconds, 3),
             "pairs": self.pairs,
@@ -503,6 +518,53 @@ def cpu_delta(before: dict[tuple[str, int], float], after: dict[tuple[str, int],
     return groups
 
 
+def children_cpu() -> float:
+    """CPU seconds of this process's reaped children so far (what `scripts` counts)."""
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return kids.ru_utime + kids.ru_stime
+
+
+# --- the C client (bench/agi_load.c) -----------------------------------------------------------
+
+
+def compile_c_client(workdir: Path) -> Path:
+    """Build bench/agi_load.c into workdir (once per bench run); the binary's path."""
+    cc = shutil.which("cc")
+    if cc is None:
+        raise SystemExit("no C compiler (cc) on PATH for the C load client: install gcc or use --client python")
+    binary = workdir / "agi_load"
+    command = [cc, "-O2", "-Wall", "-Wextra", "-pthread", "-o", str(binary), str(C_CLIENT_SOURCE)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr}")
+    return binary
+
+
+def c_client_command(
+    binary: Path, mode: str, port: int, channels: int, seconds: float, rate: float, *, seed: int, key: str = "",
+    uniqueid_prefix: str, uniqueid_start: int, logins: Path, destinations: Path,
+) -> list[str]:  # fmt: skip
+    return [
+        str(binary), "--mode", mode, "--host", HOST, "--port", str(port), "--key", key,
+        "--channels", str(channels), "--seconds", repr(seconds), "--rate", repr(rate), "--seed", str(seed),
+        "--uniqueid-prefix", uniqueid_prefix, "--uniqueid-start", str(uniqueid_start),
+        "--logins", str(logins), "--destinations", str(destinations),
+    ]  # fmt: skip
+
+
+def read_c_report(text: str, stats: RunStats) -> int:
+    """The C client's JSON into stats (pairs, errors, latencies, late, seconds); returns the
+    uniqueid counter it stopped at."""
+    report = json.loads(text)
+    stats.pairs = int(report["pairs"])
+    stats.seconds = float(report["seconds"])
+    stats.late = int(report["late"])
+    stats.errors.update({str(kind): int(count) for kind, count in report["errors"].items()})
+    stats.prepare_ms = [float(v) for v in report["prepare_ms"]]
+    stats.finish_ms = [float(v) for v in report["finish_ms"]]
+    return int(report["next_uniqueid"])
+
+
 PG_STATS_SETTLE_S: Final = 1.2  # backends report their counters at most once a second when busy
 
 
@@ -643,6 +705,7 @@ class Bench:
     variant: str
     ids: Uniqueids = field(default_factory=Uniqueids)
     seed: int = 1
+    c_client: Path | None = None  # the compiled bench/agi_load.c, for runs with client "c"
 
     @property
     def database_name(self) -> str:
@@ -651,10 +714,18 @@ class Bench:
     def api(self) -> str:
         return f"http://{HOST}:{self.server.http_port}/billing/api/2.2/{self.world.http_key}"
 
-    async def run(self, mode: str, channels: int, seconds: float, repeat: int, rate: float = 0.0) -> RunStats:
+    async def run(
+        self, mode: str, channels: int, seconds: float, repeat: int, rate: float = 0.0, client: str = "python"
+    ) -> RunStats:
+        """One run; client "c" plays fastagi and http with the C client (script mode is Python)."""
         label = f"{self.workers}w" + ("" if self.variant == "none" else f" {self.variant}")
         stats = RunStats(mode, channels, repeat, rate, self.workers, label)
-        if mode == "http":
+        if client == "c" and mode in C_CLIENT_MODES:
+            if self.c_client is None:
+                raise ValueError("the C client was not compiled for this bench")
+            stats.client = "c"
+            await self._drive_c(self.c_client, mode, channels, seconds, stats)
+        elif mode == "http":
             connector = aiohttp.TCPConnector(limit=channels, limit_per_host=channels)
             async with aiohttp.ClientSession(connector=connector) as session:
                 api = self.api()
@@ -675,23 +746,81 @@ class Bench:
         return stats
 
     async def _drive(self, decide: Decide, channels: int, seconds: float, stats: RunStats) -> None:
+        """The channels as asyncio tasks in this process."""
         exts = self.world.extensions
         dirs = self.world.directions
         self.seed += 1
+        interval_s = channels / stats.rate if stats.rate else 0.0
+
+        async def load() -> float:
+            started = time.perf_counter()
+            deadline = started + seconds
+            async with asyncio.TaskGroup() as tasks:
+                for n in range(channels):
+                    rng = random.Random(self.seed * 100_003 + n)
+                    login = exts[n % len(exts)]
+                    tasks.create_task(_channel(decide, login, dirs, rng, self.ids, deadline, stats, interval_s))
+            stats.seconds = time.perf_counter() - started
+            return 0.0  # no child of ours is part of the client
+
+        await self._measured(stats, load)
+
+    async def _drive_c(self, binary: Path, mode: str, channels: int, seconds: float, stats: RunStats) -> None:
+        """The channels as threads of the C client: one process for the whole run."""
+        self.seed += 1
+        rng = random.Random(self.seed)
+        dirs = self.world.directions
+        logins, destinations = binary.parent / "logins.txt", binary.parent / "destinations.txt"
+        logins.write_text("".join(f"{ext}\n" for ext in self.world.extensions))
+        destinations.write_text("".join(f"{rng.choice(dirs).number(rng)}\n" for _ in range(C_DESTINATIONS)))
+        port, key = (self.server.agi_port, "") if mode == "fastagi" else (self.server.http_port, self.world.http_key)
+        command = c_client_command(
+            binary, mode, port, channels, seconds, stats.rate, seed=self.seed, key=key,
+            uniqueid_prefix=f"{self.ids.epoch}.", uniqueid_start=self.ids.next, logins=logins,
+            destinations=destinations,
+        )  # fmt: skip
+        # a channel may still be in its last pair at the deadline: two decisions of up to 15 s each
+        bound_s = seconds + 2 * DECISION_TIMEOUT_S + 30
+        report = ""
+
+        async def load() -> float:
+            nonlocal report
+            reaped = children_cpu()
+            proc = await asyncio.create_subprocess_exec(
+                *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            try:
+                out, err = await asyncio.wait_for(proc.communicate(), bound_s)
+            except TimeoutError:
+                raise RuntimeError(f"the C client did not finish within {bound_s:.0f} s: {' '.join(command)}") from None
+            finally:
+                if proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()  # our own child, by its handle
+                    await proc.wait()
+            if proc.returncode != 0:
+                raise RuntimeError(f"the C client exited {proc.returncode}: {err.decode(errors='replace').strip()}")
+            report = out.decode()
+            return children_cpu() - reaped  # the C client, reaped inside the window
+
+        await self._measured(stats, load)
+        self.ids.next = read_c_report(report, stats)
+
+    async def _measured(self, stats: RunStats, load: Callable[[], Awaitable[float]]) -> None:
+        """Run `load` inside the accounting window: PostgreSQL transactions, CPU by process
+        group, the machine's busy share. `load` returns the CPU seconds of children it reaped
+        that were the client itself (the C client): RUSAGE_CHILDREN counts them under
+        `scripts`, they move to `client`."""
         xacts0 = await pg_transactions(self.database_url)
         before = cpu_snapshot(self.server.proc.pid, self.database_name)
         busy0, total0 = machine_ticks()
-        interval_s = channels / stats.rate if stats.rate else 0.0
-        started = time.perf_counter()
-        deadline = started + seconds
-        async with asyncio.TaskGroup() as tasks:
-            for n in range(channels):
-                rng = random.Random(self.seed * 100_003 + n)
-                login = exts[n % len(exts)]
-                tasks.create_task(_channel(decide, login, dirs, rng, self.ids, deadline, stats, interval_s))
-        stats.seconds = time.perf_counter() - started
+        client_children_s = await load()
         busy1, total1 = machine_ticks()
         stats.cpu_s = cpu_delta(before, cpu_snapshot(self.server.proc.pid, self.database_name))
+        if client_children_s:
+            stats.cpu_s["scripts"] = max(stats.cpu_s.get("scripts", 0.0) - client_children_s, 0.0)
+            stats.cpu_s["client"] = stats.cpu_s.get("client", 0.0) + client_children_s
         stats.machine_busy = (busy1 - busy0) / max(total1 - total0, 1)
         # everything else on the machine (other sessions, the kernel's own threads): the noise
         busy_s = (busy1 - busy0) / CLK_TCK
@@ -699,18 +828,19 @@ class Bench:
         stats.pg_xacts = await pg_transactions(self.database_url, settle_s=PG_STATS_SETTLE_S) - xacts0
 
 
-def run_plan(args: argparse.Namespace, modes: Sequence[str]) -> list[tuple[str, int, float]]:
-    """(mode, channels, offered rate) of one repeat, interleaved: for each rate and channel
-    count, every mode in turn. Script mode runs once per rate, at min(max channels, its cap)."""
-    plan: list[tuple[str, int, float]] = []
+def run_plan(args: argparse.Namespace, modes: Sequence[str]) -> list[tuple[str, int, float, str]]:
+    """(mode, channels, offered rate, client) of one repeat, interleaved: for each rate and
+    channel count, every mode in turn, each with every client (--client). Script mode runs
+    once per rate, at min(max channels, its cap), always with the Python client."""
+    plan: list[tuple[str, int, float, str]] = []
     for rate in args.rate:
         for channels in args.channels:
             for mode in modes:
                 if mode == "script":
                     if channels == max(args.channels):
-                        plan.append((mode, min(channels, args.script_channels), rate))
+                        plan.append((mode, min(channels, args.script_channels), rate, "python"))
                 else:
-                    plan.append((mode, channels, rate))
+                    plan.extend((mode, channels, rate, client) for client in args.client)
     return plan
 
 
@@ -719,13 +849,13 @@ def _median(values: Sequence[float | None]) -> float | None:
     return round(statistics.median(present), 2) if present else None
 
 
-def _key(run: dict[str, Any]) -> tuple[str, str, int, float]:
-    return run["server"], run["mode"], run["channels"], run["rate"]
+def _key(run: dict[str, Any]) -> tuple[str, str, int, float, str]:
+    return run["server"], run["mode"], run["channels"], run["rate"], run["client"]
 
 
 def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Median over the repeats of each (mode, channels, offered rate)."""
-    keys: list[tuple[str, str, int, float]] = []
+    """Median over the repeats of each (server, mode, channels, offered rate, client)."""
+    keys: list[tuple[str, str, int, float, str]] = []
     for run in runs:
         if _key(run) not in keys:
             keys.append(_key(run))
@@ -738,6 +868,7 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "mode": key[1],
             "channels": key[2],
             "rate": key[3],
+            "client": key[4],
             "repeats": len(mine),
             "pairs_per_s": _median([r["pairs_per_s"] for r in mine]),
             "pairs_per_s_all": [r["pairs_per_s"] for r in mine],
@@ -758,22 +889,28 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def ratios(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per repeat and (channels, rate) group: every mode's pairs/s over fastagi's, in that repeat.
-    A script run (capped channels) is compared with the fastagi run of the largest channel count."""
+    """Per repeat, (server, rate) group and client: every mode's pairs/s over fastagi's (same
+    client), in that repeat. A script run (capped channels, Python) is compared with the fastagi
+    run of the largest channel count of each client."""
     out = []
     top = max((r["channels"] for r in runs), default=0)
     groups = sorted({(r["repeat"], r["server"], r["rate"]) for r in runs})
     for repeat, server, rate in groups:
         mine = [r for r in runs if (r["repeat"], r["server"], r["rate"]) == (repeat, server, rate)]
-        base = next((r for r in mine if r["mode"] == "fastagi" and r["channels"] == top), None)
-        if base is None or not base["pairs_per_s"]:
-            continue
-        others = [r for r in mine if r["mode"] != "fastagi" and (r["channels"] == top or r["mode"] == "script")]
-        if not others:
-            continue
-        row = {"repeat": repeat, "server": server, "rate": rate, "channels": top, "fastagi": 1.0}
-        row |= {r["mode"]: round(r["pairs_per_s"] / base["pairs_per_s"], 4) for r in others}
-        out.append(row)
+        for base in [r for r in mine if r["mode"] == "fastagi" and r["channels"] == top]:
+            if not base["pairs_per_s"]:
+                continue
+            others = [
+                r for r in mine
+                if r["mode"] == "script" or (r["mode"] != "fastagi" and r["channels"] == top
+                                             and r["client"] == base["client"])
+            ]  # fmt: skip
+            if not others:
+                continue
+            row = {"repeat": repeat, "server": server, "rate": rate, "channels": top, "client": base["client"],
+                   "fastagi": 1.0}  # fmt: skip
+            row |= {r["mode"]: round(r["pairs_per_s"] / base["pairs_per_s"], 4) for r in others}
+            out.append(row)
     return out
 
 
@@ -783,12 +920,13 @@ def _offered(rate: float) -> str:
 
 def render(rows: Sequence[dict[str, Any]]) -> str:
     header = (
-        "| server | mode | channels | offered pairs/s | pairs/s (median) | pairs/s (each repeat) | "
+        "| server | mode | client | channels | offered pairs/s | pairs/s (median) | pairs/s (each repeat) | "
         "callPrepare p50 / p99 ms | callFinish p50 / p99 ms | errors | other load (cores, each repeat) |\n"
-        "|---|---|---:|---:|---:|---|---:|---:|---:|---|\n"
+        "|---|---|---|---:|---:|---:|---|---:|---:|---:|---|\n"
     )
     lines = [
-        f"| {r['server']} | {r['mode']} | {r['channels']} | {_offered(r['rate'])} | {r['pairs_per_s']} | "
+        f"| {r['server']} | {r['mode']} | {r['client']} | {r['channels']} | {_offered(r['rate'])} | "
+        f"{r['pairs_per_s']} | "
         f"{', '.join(str(v) for v in r['pairs_per_s_all'])} | "
         f"{r['prepare_p50_ms']} / {r['prepare_p99_ms']} | {r['finish_p50_ms']} / {r['finish_p99_ms']} | "
         f"{r['errors']}{' ' + json.dumps(r['error_kinds']) if r['errors'] else ''} | "
@@ -797,11 +935,11 @@ def render(rows: Sequence[dict[str, Any]]) -> str:
     ]
     groups = ("client", "scripts", "callgate", "postgres_bench", "postgres_other", "redis", "other")
     cpu = (
-        "| server | mode | channels | offered pairs/s | machine busy | PG transactions | " + " | ".join(groups)
-        + " |\n|---|---|---:|---:|---:|---:|" + "---:|" * len(groups)
+        "| server | mode | client | channels | offered pairs/s | machine busy | PG transactions | "
+        + " | ".join(groups) + " |\n|---|---|---|---:|---:|---:|---:|" + "---:|" * len(groups)
     )
     cpu_lines = [
-        f"| {r['server']} | {r['mode']} | {r['channels']} | {_offered(r['rate'])} | "
+        f"| {r['server']} | {r['mode']} | {r['client']} | {r['channels']} | {_offered(r['rate'])} | "
         f"{round(100 * (r['machine_busy'] or 0))} % | {r['pg_xacts_per_pair']} | "
         + " | ".join(str(r["cpu_ms_per_pair"].get(g)) for g in groups) + " |"
         for r in rows
@@ -981,6 +1119,13 @@ def _float_list(text: str) -> list[float]:
     return [float(part) for part in text.split(",") if part.strip()]
 
 
+def _client_list(text: str) -> list[str]:
+    clients = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not clients or not set(clients) <= set(CLIENTS):
+        raise argparse.ArgumentTypeError(f"choose among {', '.join(CLIENTS)} (a comma list)")
+    return clients
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n\n")[0])
     p.add_argument("--channels", type=_int_list, default=[200], help="comma list, e.g. 10,50,200 (default 200)")
@@ -995,7 +1140,12 @@ def parser() -> argparse.ArgumentParser:
                         "interleaved")
     p.add_argument("--users", type=int, default=0, help="users/extensions to provision (default: max channels)")
     p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per mode first (default 2)")
-    p.add_argument("--fastagi-client", choices=("lean", "sim"), default="lean")
+    p.add_argument("--client", type=_client_list, default=["c"],
+                   help="who plays the fastagi and http channels: c = bench/agi_load.c, one thread per channel "
+                        "like Asterisk, compiled with cc (default); python = the asyncio clients in this process; "
+                        "a comma list (c,python) interleaves them against the same server")
+    p.add_argument("--fastagi-client", choices=("lean", "sim"), default="lean",
+                   help="with --client python: the lean FastAGI client (default) or tests/asterisk_sim")
     p.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
     p.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
     p.add_argument("--server-log-level", default="warning")
@@ -1019,6 +1169,9 @@ async def run_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     for mode in modes:
         if mode not in MODES:
             raise SystemExit(f"unknown mode {mode}; choose among {', '.join(MODES)}")
+    if args.fastagi_client == "sim" and "python" not in args.client and "fastagi" in modes:
+        raise SystemExit("--fastagi-client sim is a Python client: add --client python")
+    c_client = compile_c_client(workdir) if "c" in args.client and set(modes) & set(C_CLIENT_MODES) else None
     settings = Settings(
         database_url=args.database_url, redis_url=args.redis_url, agi_port=free_port(), http_port=free_port(),
         secret_file=str(workdir / "secret"), spool_dir=str(workdir / "spool"),
@@ -1060,15 +1213,15 @@ async def run_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         starts += 1
         log_path = workdir / f"serve-{starts}.log"
         server = start_server(settings, log_path, workers, args.server_log_level, command_for(variant))
-        fresh = Bench(world, server, settings.database_url, args.fastagi_client, workers, variant)
+        fresh = Bench(world, server, settings.database_url, args.fastagi_client, workers, variant, c_client=c_client)
         if bench is not None:
             fresh.ids, fresh.seed = bench.ids, bench.seed  # uniqueids stay fresh across servers
         await server.wait_healthy()
         print(f"callgate serve pid {server.proc.pid} (workers {workers}, {variant}) agi :{server.agi_port} "
               f"http :{server.http_port}", flush=True)  # fmt: skip
         if args.warmup > 0:
-            for mode, channels, rate in plan:
-                await fresh.run(mode, channels, args.warmup, 0, rate)
+            for mode, channels, rate, client in plan:
+                await fresh.run(mode, channels, args.warmup, 0, rate, client)
         return fresh
 
     def stop(current: Bench) -> None:
@@ -1082,11 +1235,12 @@ async def run_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             for workers, variant in configs:
                 if bench is None or restart:
                     bench = await start(workers, variant)
-                for mode, channels, rate in plan:
-                    summary = (await bench.run(mode, channels, args.seconds, repeat, rate)).summary()
+                for mode, channels, rate, client in plan:
+                    summary = (await bench.run(mode, channels, args.seconds, repeat, rate, client)).summary()
                     runs.append(summary)
                     print(
-                        f"repeat {repeat} {summary['server']} {mode:7s} ch {channels:4d} offered {_offered(rate):>5s}: "
+                        f"repeat {repeat} {summary['server']} {mode:7s} {summary['client']:6s} ch {channels:4d} "
+                        f"offered {_offered(rate):>5s}: "
                         f"{summary['pairs_per_s']:8.1f} pairs/s  "
                         f"prepare p50/p99 {summary['prepare_p50_ms']}/{summary['prepare_p99_ms']} ms  "
                         f"finish p50/p99 {summary['finish_p50_ms']}/{summary['finish_p99_ms']} ms  "
@@ -1108,6 +1262,7 @@ async def run_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "load_average_after": load_average(),
         "workers": args.workers,
         "server_exit_codes": exit_codes,
+        "client": ",".join(args.client),  # who played fastagi and http; script mode is always Python
         "fastagi_client": args.fastagi_client,
         "synchronous_commit": args.synchronous_commit or "server default",
         "serve_commands": {variant: command_for(variant) for variant in variants},
@@ -1134,8 +1289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ImportError:
             report = asyncio.run(run_all(args, Path(tmp)))
     print()
+    client = report["client"].replace("python", f"python (fastagi {report['fastagi_client']})")
     print(f"started {report['started']}  ended {report['date']}  workers {report['workers']}  "
-          f"fastagi client {report['fastagi_client']}  synchronous_commit {report['synchronous_commit']}")
+          f"client {client}  synchronous_commit {report['synchronous_commit']}")
     for variant, command in report["serve_commands"].items():
         print(f"server {variant}: {' '.join(command)}")
     for name, meaning in report["experiments"].items():
@@ -1147,7 +1303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render(report["table"]))
     print()
     for row in report["ratios_vs_fastagi"]:
-        print("pairs/s ratio to fastagi in the same repeat: " + ", ".join(f"{m} {v}" for m, v in row.items()))
+        print("pairs/s ratio to fastagi (same client) in the same repeat: "
+              + ", ".join(f"{m} {v}" for m, v in row.items()))
     if report["server_log_events"]:
         print(f"\nserver log (level {args.server_log_level}) by event: {json.dumps(report['server_log_events'])}")
     if args.json_path:

@@ -79,8 +79,9 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 
-from bench.world import BenchWorld, Direction, pg_dsn, pg_names, provision
+from bench.world import BenchWorld, Direction, pg_names, provision
 from billing_core.config import Settings
+from billing_core.db.pg_call_ledger import asyncpg_dsn
 from fastagi.asterisk_parse import agi_shell_split, mset_decode
 
 PROJECT_ROOT: Final = Path(__file__).resolve().parent.parent
@@ -709,7 +710,7 @@ class Bench:
 
     @property
     def database_name(self) -> str:
-        return self.database_url.rsplit("/", 1)[1]
+        return pg_names(self.database_url)[1]  # also for a Unix-socket URL (…/db?host=/run/…)
 
     def api(self) -> str:
         return f"http://{HOST}:{self.server.http_port}/billing/api/2.2/{self.world.http_key}"
@@ -1036,7 +1037,7 @@ async def driver_overhead(database_url: str, transactions: int) -> list[dict[str
         label = f"SQLAlchemy Core (callgate's engine), pool_pre_ping={'on' if pre_ping else 'off'}"
         results.append(await measure(label, through_sqlalchemy))
         await engine.dispose()
-    raw = await asyncpg.connect(pg_dsn(database_url))
+    raw = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         lock = await raw.prepare("SELECT balance FROM accounts WHERE id = $1 FOR UPDATE")
         change = await raw.prepare("UPDATE accounts SET balance = balance + 0 WHERE id = $1")

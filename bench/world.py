@@ -74,11 +74,6 @@ class BenchWorld:
     tariff_id: int
 
 
-def pg_dsn(database_url: str) -> str:
-    """The SQLAlchemy URL of the target database as an asyncpg DSN."""
-    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def pg_names(database_url: str) -> tuple[str, str]:
     """(admin DSN for asyncpg on the same server, target database name)."""
     url = make_url(database_url)

@@ -187,6 +187,19 @@ async def test_rate_is_locked_in_at_prepare(services: Services, dispatcher: Disp
     assert await balance_of(services, made.account_id) == Decimal("9.9000")
 
 
+async def test_a_call_whose_only_route_went_away_is_charged_at_its_hold(
+    services: Services, dispatcher: Dispatcher
+) -> None:
+    std, made = await _setup(services)
+    text_of(await prepare(dispatcher, std.key, "alice", NUMBER, call_id="orphan"))  # Russia: route1 only
+    await std.world.set_route_enabled(std.route1, False)  # rating it now: E_UNROUTABLE
+    saved = text_of(await finish(dispatcher, std.key, "alice", NUMBER, length="61", call_id="orphan"))
+    assert saved.text == "Saved Russia [alice/74951234567] via [route1-cli] 120 0.2000 EUR ANSWER"
+    assert await balance_of(services, made.account_id) == Decimal("9.8000")
+    books = await ledger_of(services, made.account_id)
+    assert books.reservations == [] and len(books.cdrs) == 1
+
+
 async def test_finish_for_an_unroutable_call_without_hold_is_an_error(
     services: Services, dispatcher: Dispatcher
 ) -> None:
@@ -317,19 +330,6 @@ async def test_finish_on_another_worker_and_a_late_duplicate_on_the_first(
     books = await ledger_of(services, made.account_id)
     assert (len(books.cdrs), len(books.transactions)) == (1, 1)
     assert books.reservations == []  # the hold ended with the charge
-
-
-def test_recent_holds_are_bounded_and_taken_once() -> None:
-    from billing_core.services.call_ledger import RecentHolds
-    from billing_core.services.ledger import Reservation
-
-    recent = RecentHolds(capacity=3)
-    for n in range(5):
-        recent.remember(Reservation(n, f"call-{n}", 1, 7, Decimal("1"), 60, "open", None))
-    assert recent.take("call-0", 1) is None and recent.take("call-1", 1) is None  # the oldest went
-    taken = recent.take("call-4", 1)
-    assert taken is not None and taken.id == 4
-    assert recent.take("call-4", 1) is None  # a retry reads the database instead
 
 
 async def test_warm_up_opens_the_pool_and_decisions_still_work(services: Services, dispatcher: Dispatcher) -> None:

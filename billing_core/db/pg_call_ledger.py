@@ -22,7 +22,15 @@ from sqlalchemy.engine import make_url
 
 from billing_core.db.pg_connections import PgConnections
 from billing_core.errors import ApiError, BackendUnavailable, ErrorCode
-from billing_core.services.call_ledger import CallRecord, DuplicateCall, Hold, HoldAttempt, StoredAnswer
+from billing_core.services.call_ledger import (
+    CallRecord,
+    DuplicateCall,
+    FinishAttempt,
+    Hold,
+    HoldAttempt,
+    StoredAnswer,
+    rating_text,
+)
 from billing_core.services.ledger import Reservation, call_ref
 
 log = structlog.get_logger(__name__)
@@ -40,6 +48,10 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 HOLD_SQL = "SELECT * FROM callgate_hold($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 CHARGE_SQL = (
     "SELECT * FROM callgate_charge($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
+    "$13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)"
+)
+FINISH_SQL = (
+    "SELECT * FROM callgate_finish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
     "$13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)"
 )
 RESERVATION_SQL = (
@@ -109,7 +121,7 @@ class PgCallLedger:
         try:
             row = await self._fetchrow(
                 HOLD_SQL, hold.call_uid, hold.prior, hold.account_id, hold.user_id, hold.amount,
-                hold.max_time_s, hold.now, hold.expires_at, json.dumps(hold.rating),
+                hold.max_time_s, hold.now, hold.expires_at, rating_text(hold.rating),
             )  # fmt: skip
         except asyncpg.UniqueViolationError as exc:
             raise DuplicateCall() from exc
@@ -136,6 +148,23 @@ class PgCallLedger:
         if row["answer"] is not None:
             stored = StoredAnswer(row["answer"], row["display_cost"], row["display_currency"])
         return stored, _reservation(call_uid, prior, row, offset=3)
+
+    async def charge_at_hold(self, record: CallRecord, *, rating: dict[str, Any]) -> FinishAttempt:
+        r = record
+        row = await self._fetchrow(
+            FINISH_SQL, r.call_uid, r.prior, r.user_id, r.account_id, r.sip_extension, r.callerid, r.destination,
+            r.direction_id, r.direction, r.route_id, r.route, r.length_s, r.answered_ms, r.billed_s, r.status,
+            r.cause, r.cost, r.display_cost, r.display_currency, r.is_did, r.answer, r.created_at,
+            call_ref(r.call_uid, r.prior), rating_text(rating),
+        )  # fmt: skip
+        assert row is not None  # the function always returns one row
+        outcome = row["o_outcome"]
+        if outcome == "written":
+            return FinishAttempt("written")
+        if outcome == "stored":
+            return FinishAttempt("stored", stored=StoredAnswer(row["o_answer"], row["o_display_cost"],
+                                                               row["o_display_currency"]))  # fmt: skip
+        return FinishAttempt("reprice", reservation=_reservation(r.call_uid, r.prior, row, offset=4))
 
     async def record_call(self, record: CallRecord, *, reservation_id: int | None) -> StoredAnswer | None:
         r = record

@@ -8,17 +8,23 @@ trips as it can while the rules stay in one place (billing_core.services.calls):
   (Σ open holds ≤ balance + overdraft, decided under the account's row lock). When it
   cannot, it says how much is available so the caller can plan a shorter call and retry.
 - `find_reservation` / `call_record`: what is already stored for a call attempt.
-- `record_call`: the CDR, the debit, its transaction row and the settled hold, in ONE
-  transaction, written once per (call_uid, prior); a duplicate gets the stored answer.
+- `charge_at_hold`: callFinish's one round trip. The caller prices the call at the rating
+  it would hold at now; the store writes the CDR, the debit, its transaction row and ends
+  the hold in ONE transaction if the call's hold (if any) was priced the same way and
+  long enough, and otherwise hands the hold back to be priced at (`reprice`, rare: a
+  tariff edit mid-call, a call longer than its hold). Any worker can finish any call.
+- `record_call`: the same write at a price the caller settled itself (after `reprice`).
+  Both write once per (call_uid, prior); a duplicate gets the stored answer.
 
 `SqlCallLedger` (here) runs them through SQLAlchemy and serves SQLite, the embedded
 default. `billing_core.db.pg_call_ledger.PgCallLedger` runs each as one call of a
-PL/pgSQL function over a raw asyncpg pool (migration 0002), which is what makes PostgreSQL
+PL/pgSQL function over raw asyncpg connections (migrations 0002, 0004), which is what makes PostgreSQL
 fast enough for the benchmark; the test suite runs the same call tests against both.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -111,22 +117,25 @@ class CallRecord:
         return StoredAnswer(self.answer, self.display_cost, self.display_currency)
 
 
-class RecentHolds:
-    """The holds this process placed lately, so that callFinish (which most often reaches
-    the process that answered its callPrepare) can skip reading the hold back. Bounded:
-    an evicted or unknown hold is simply read from the database."""
+@dataclass(frozen=True, slots=True)
+class FinishAttempt:
+    """`written` (charged now); `stored` (charged before: `stored` is its answer); `reprice`
+    (the call's hold was priced at another rating, for another account or for a shorter
+    call: `reservation` is that hold, to price the call at)."""
 
-    def __init__(self, capacity: int = 20_000) -> None:  # calls in progress at once, with room
-        self.capacity = capacity
-        self._holds: dict[tuple[str, int], Reservation] = {}
+    outcome: Literal["written", "stored", "reprice"]
+    stored: StoredAnswer | None = None
+    reservation: Reservation | None = None
 
-    def remember(self, reservation: Reservation) -> None:
-        if len(self._holds) >= self.capacity:
-            del self._holds[next(iter(self._holds))]  # the oldest (dicts keep insertion order)
-        self._holds[(reservation.call_uid, reservation.prior)] = reservation
 
-    def take(self, call_uid: str, prior: int) -> Reservation | None:
-        return self._holds.pop((call_uid, prior), None)
+def rating_text(rating: dict[str, Any]) -> str:
+    """How a locked-in rating is stored with its hold, and compared at callFinish."""
+    return json.dumps(rating)
+
+
+def priced_as_held(held: Reservation, record: CallRecord, rating: dict[str, Any]) -> bool:
+    """Whether `record`, priced at `rating`, is what the hold allows as it is."""
+    return held.account_id == record.account_id and held.rating == rating and record.billed_s <= held.max_time_s
 
 
 class CallLedger(Protocol):
@@ -135,6 +144,10 @@ class CallLedger(Protocol):
     async def find_reservation(self, call_uid: str, prior: int) -> Reservation | None: ...
 
     async def call_record(self, call_uid: str, prior: int) -> tuple[StoredAnswer | None, Reservation | None]: ...
+
+    async def charge_at_hold(self, record: CallRecord, *, rating: dict[str, Any]) -> FinishAttempt:
+        """Write the call if its hold, if any, was priced at `rating` (see the module doc)."""
+        ...
 
     async def record_call(self, record: CallRecord, *, reservation_id: int | None) -> StoredAnswer | None:
         """Write the call; None when written now, else the answer stored before."""
@@ -180,6 +193,21 @@ class SqlCallLedger:
         async with self.db.begin() as conn:
             return await _stored_answer(conn, call_uid, prior), await ledger.find_reservation(conn, call_uid, prior)
 
+    async def charge_at_hold(self, record: CallRecord, *, rating: dict[str, Any]) -> FinishAttempt:
+        try:
+            async with self.db.begin() as conn:
+                await ledger.lock_account(conn, record.account_id)
+                stored = await _stored_answer(conn, record.call_uid, record.prior)
+                if stored is not None:
+                    return FinishAttempt("stored", stored=stored)
+                held = await ledger.find_reservation(conn, record.call_uid, record.prior)
+                if held is not None and not priced_as_held(held, record, rating):
+                    return FinishAttempt("reprice", reservation=held)
+                await _write_call(conn, record, None if held is None else held.id)
+                return FinishAttempt("written")
+        except IntegrityError as exc:
+            return FinishAttempt("stored", stored=await self._written_meanwhile(record, exc))
+
     async def record_call(self, record: CallRecord, *, reservation_id: int | None) -> StoredAnswer | None:
         try:
             async with self.db.begin() as conn:
@@ -187,30 +215,36 @@ class SqlCallLedger:
                 stored = await _stored_answer(conn, record.call_uid, record.prior)
                 if stored is not None:
                     return stored
-                await conn.execute(cdrs.insert().values(**_cdr_values(record)))
-                await ledger.charge(
-                    conn,
-                    account_id=record.account_id,
-                    amount=record.cost,
-                    ref=ledger.call_ref(record.call_uid, record.prior),
-                    now=record.created_at,
-                )
-                if reservation_id is not None:
-                    await ledger.settle(conn, reservation_id)
+                await _write_call(conn, record, reservation_id)
                 return None
-        except IntegrityError:
-            # A concurrent duplicate wrote the CDR first (a store without row locks).
-            async with self.db.begin() as conn:
-                stored = await _stored_answer(conn, record.call_uid, record.prior)
-            if stored is None:
-                raise
-            return stored
+        except IntegrityError as exc:
+            return await self._written_meanwhile(record, exc)
+
+    async def _written_meanwhile(self, record: CallRecord, exc: IntegrityError) -> StoredAnswer:
+        """After a unique violation: a concurrent duplicate wrote the CDR first (a store
+        without row locks). Any other violation is raised again."""
+        async with self.db.begin() as conn:
+            stored = await _stored_answer(conn, record.call_uid, record.prior)
+        if stored is None:
+            raise exc
+        return stored
 
     async def warm_up(self) -> None:
         """SQLite has one connection, opened with the first transaction."""
 
     async def close(self) -> None:
         """The engine belongs to Services.db, which closes it."""
+
+
+async def _write_call(conn: AsyncConnection, record: CallRecord, reservation_id: int | None) -> None:
+    """The CDR, the debit and its transaction row, and the end of the hold: one transaction."""
+    await conn.execute(cdrs.insert().values(**_cdr_values(record)))
+    await ledger.charge(
+        conn, account_id=record.account_id, amount=record.cost, ref=ledger.call_ref(record.call_uid, record.prior),
+        now=record.created_at,
+    )  # fmt: skip
+    if reservation_id is not None:
+        await ledger.settle(conn, reservation_id)
 
 
 def _cdr_values(record: CallRecord) -> dict[str, object]:

@@ -257,8 +257,6 @@ async def _hold(services: Services, caller: Caller, rating: Rating, *, prior: in
         if attempt.outcome == "finished":
             raise ApiError(ErrorCode.E_DATA_ABORT, "this call attempt is finished already")
         if attempt.outcome == "held":
-            assert attempt.reservation is not None
-            services.recent_holds.remember(attempt.reservation)
             log.info(
                 "call.prepared", call_uid=call_uid, prior=prior, user=caller.user.username,
                 direction=rating.direction, route=rating.route, max_time_s=max_time_s, reserved=str(amount),
@@ -300,28 +298,57 @@ class Finish:
 
 
 async def finish_call(services: Services, gens: Generations, caller: Caller, report: Finish) -> CallAnswer:
+    """Price the call at the rating a hold would get now and charge it in one round trip;
+    the store hands the call's hold back instead when that hold was priced otherwise (a
+    tariff edit mid-call, a call longer than its hold), and the call is priced at it."""
     number = normalize_destination(report.destination)
-    answered = is_answered(report.status)
-    account_id = caller.user.account_id
     ledger_ = services.call_ledger
-    # The hold this process placed for the call, if it did: its rating is locked in, and
-    # a duplicate is caught by record_call itself, so the common case reads nothing first.
-    held = services.recent_holds.take(report.call_uid, report.prior)
-    rating: Rating | None = _locked_rating(held, account_id, number)
-    if rating is None:
+    try:
+        rating_now: Rating | None = await _rate(services, gens, caller, number, report.prior)
+    except ApiError as exc:
+        if exc.code is not ErrorCode.E_UNROUTABLE:
+            raise
+        rating_now = None  # unroutable now: only the call's hold can price it
+    if rating_now is not None:
+        record = await _call_record(services, gens, caller, report, number, rating_now, max_time_s=None)
+        attempt = await ledger_.charge_at_hold(record, rating=rating_now.to_json())
+        if attempt.outcome == "stored":
+            assert attempt.stored is not None
+            return _replayed(attempt.stored)  # written before (a retry, or a concurrent duplicate)
+        if attempt.outcome == "written":
+            return _finished(caller, report, record, held=None)
+        held = attempt.reservation
+    else:
         stored, held = await ledger_.call_record(report.call_uid, report.prior)
         if stored is not None:
             return _replayed(stored)
-        rating = _locked_rating(held, account_id, number)
-        if held is not None and rating is None:
-            log.warning("call.reservation_mismatch", call_uid=report.call_uid, prior=report.prior)
-            held = None
+    rating = _locked_rating(held, caller.user.account_id, number)
+    if held is not None and rating is None:
+        log.warning("call.reservation_mismatch", call_uid=report.call_uid, prior=report.prior)
+        held = None
     if rating is None:
-        rating = await _rate(services, gens, caller, number, report.prior)  # no usable hold: rate now
+        if rating_now is None:
+            raise ApiError(ErrorCode.E_UNROUTABLE, "no route and no hold for this call")
+        rating = rating_now
+    record = await _call_record(
+        services, gens, caller, report, number, rating, max_time_s=held.max_time_s if held is not None else None
+    )
+    stored = await ledger_.record_call(record, reservation_id=held.id if held is not None else None)
+    if stored is not None:
+        return _replayed(stored)
+    return _finished(caller, report, record, held=held)
+
+
+async def _call_record(
+    services: Services, gens: Generations, caller: Caller, report: Finish, number: str, rating: Rating,
+    *, max_time_s: int | None,
+) -> CallRecord:  # fmt: skip
+    """The CDR of the call priced at `rating`, its length capped at the hold's max time."""
     currency, course = await _display_currency(services, gens, caller.user.currency)
     length_s = reported_length(report.length_s, report.answered_ms)
-    if held is not None:
-        length_s = min(length_s, held.max_time_s)  # the dialplan's L() enforces it too
+    if max_time_s is not None:
+        length_s = min(length_s, max_time_s)  # the dialplan's L() enforces it too
+    answered = is_answered(report.status)
     billed_s = rating.billed(length_s) if answered else 0
     cost = rating.cost(billed_s) if answered else ZERO
     display = to_display(cost, course)
@@ -329,8 +356,8 @@ async def finish_call(services: Services, gens: Generations, caller: Caller, rep
         f"Saved {_token(rating.direction)} [{_token(caller.callerid)}/{number}] via [{_token(rating.route)}] "
         f"{billed_s} {format_money(display)} {currency} {report.status}"
     )
-    record = CallRecord(
-        call_uid=report.call_uid, prior=report.prior, user_id=caller.user.id, account_id=account_id,
+    return CallRecord(
+        call_uid=report.call_uid, prior=report.prior, user_id=caller.user.id, account_id=caller.user.account_id,
         sip_extension=caller.extension.sip_extension if caller.extension else "",
         callerid=caller.callerid[:64], destination=number, direction_id=rating.direction_id,
         direction=rating.direction, route_id=rating.route_id, route=rating.route,
@@ -339,14 +366,14 @@ async def finish_call(services: Services, gens: Generations, caller: Caller, rep
         cost=cost, display_cost=display, display_currency=currency, is_did=report.is_did,
         answer=text, created_at=utcnow(),
     )  # fmt: skip
-    stored = await ledger_.record_call(record, reservation_id=held.id if held is not None else None)
-    if stored is not None:
-        return _replayed(stored)  # written before (a retry, or a concurrent duplicate)
+
+
+def _finished(caller: Caller, report: Finish, record: CallRecord, *, held: ledger.Reservation | None) -> CallAnswer:
     log.info(
         "call.finished", call_uid=report.call_uid, prior=report.prior, user=caller.user.username,
-        status=report.status, billed_s=billed_s, cost=str(cost), reserved=held is not None,
+        status=report.status, billed_s=record.billed_s, cost=str(record.cost), repriced=held is not None,
     )  # fmt: skip
-    return saved(text, display, currency)
+    return saved(record.answer, record.display_cost, record.display_currency)
 
 
 async def _display_currency(services: Services, gens: Generations, currency: str) -> tuple[str, Decimal]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from billing_core.auth.secrets_store import SecretBox
 from billing_core.cache.backend import create_backend
@@ -10,7 +10,7 @@ from billing_core.cache.readthrough import ReadThroughCache
 from billing_core.config import Settings
 from billing_core.db.engine import Database, create_engine
 from billing_core.services.bans import Bans
-from billing_core.services.call_ledger import CallLedger, RecentHolds, SqlCallLedger
+from billing_core.services.call_ledger import CallLedger, SqlCallLedger
 from billing_core.services.profiles import Profiles
 from billing_core.services.rating import RatingEngine
 
@@ -25,8 +25,6 @@ class Services:
     bans: Bans
     rating: RatingEngine
     call_ledger: CallLedger
-    # Holds this process placed lately: callFinish charges at them without reading them back.
-    recent_holds: RecentHolds = field(default_factory=RecentHolds)
 
     @classmethod
     def build(cls, settings: Settings) -> Services:

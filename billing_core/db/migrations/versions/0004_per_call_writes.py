@@ -10,6 +10,8 @@ Measured with pgbench on the two ledger functions (docs/decisions.md, "Per-call 
   indexes of the table. A charged hold is now deleted in the transaction that writes its
   CDR and debit: `reservations` holds only open and expired holds (the money trail is
   `transactions` and `cdrs`).
+- callgate_finish: callFinish in one round trip on any worker (the caller prices the call
+  at the rating it would hold at now; a hold priced otherwise is handed back instead).
 - callgate_hold answers `finished` for a call whose CDR exists: its hold is gone, so
   without that a callPrepare replayed after its callFinish would hold money again.
 
@@ -128,6 +130,62 @@ END
 $$;
 """
 
+# callFinish in one round trip from any worker: charge at the caller's price if the call's
+# hold (if any) was priced at the same rating (its stored text), for this account, for at
+# least the billed seconds; otherwise hand the hold back to be priced at (`reprice`).
+FINISH = """
+CREATE OR REPLACE FUNCTION callgate_finish(
+    p_call_uid varchar, p_prior integer, p_user_id integer, p_account_id integer,
+    p_sip_extension varchar, p_callerid varchar, p_destination varchar,
+    p_direction_id integer, p_direction varchar, p_route_id integer, p_route varchar,
+    p_length_s integer, p_answered_ms integer, p_billed_s integer, p_status varchar,
+    p_cause varchar, p_cost numeric, p_display_cost numeric, p_display_currency varchar,
+    p_is_did varchar, p_answer varchar, p_created_at timestamptz, p_ref varchar, p_rating text)
+RETURNS TABLE (o_outcome text, o_answer varchar, o_display_cost numeric, o_display_currency varchar,
+               o_id integer, o_account_id integer, o_amount numeric, o_max_time_s integer,
+               o_state varchar, o_rating text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_hold reservations%ROWTYPE;
+BEGIN
+    SELECT * INTO v_hold FROM reservations r WHERE r.call_uid = p_call_uid AND r.prior = p_prior;
+    IF FOUND AND (v_hold.account_id <> p_account_id OR v_hold.rating IS DISTINCT FROM p_rating
+                  OR p_billed_s > v_hold.max_time_s) THEN
+        RETURN QUERY SELECT 'reprice'::text, NULL::varchar, NULL::numeric, NULL::varchar,
+                            v_hold.id, v_hold.account_id, v_hold.amount, v_hold.max_time_s,
+                            v_hold.state, v_hold.rating;
+        RETURN;
+    END IF;
+    INSERT INTO cdrs (call_uid, prior, user_id, account_id, sip_extension, callerid, destination,
+                      direction_id, direction, route_id, route, length_s, answered_ms, billed_s,
+                      status, cause, cost, display_cost, display_currency, is_did, answer, created_at)
+        VALUES (p_call_uid, p_prior, p_user_id, p_account_id, p_sip_extension, p_callerid,
+                p_destination, p_direction_id, p_direction, p_route_id, p_route, p_length_s,
+                p_answered_ms, p_billed_s, p_status, p_cause, p_cost, p_display_cost,
+                p_display_currency, p_is_did, p_answer, p_created_at)
+        ON CONFLICT ON CONSTRAINT uq_cdrs_call DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'stored'::text, c.answer, c.display_cost, c.display_currency,
+                            NULL::integer, NULL::integer, NULL::numeric, NULL::integer,
+                            NULL::varchar, NULL::text
+            FROM cdrs c WHERE c.call_uid = p_call_uid AND c.prior = p_prior;
+        RETURN;
+    END IF;
+    IF p_cost > 0 THEN
+        UPDATE accounts SET balance = balance - p_cost WHERE id = p_account_id;
+        INSERT INTO transactions (account_id, amount, kind, ref, comment, created_at)
+            VALUES (p_account_id, -p_cost, 'call', p_ref, '', p_created_at);
+    END IF;
+    IF v_hold.id IS NOT NULL THEN
+        DELETE FROM reservations WHERE id = v_hold.id;
+    END IF;
+    RETURN QUERY SELECT 'written'::text, NULL::varchar, NULL::numeric, NULL::varchar,
+                        NULL::integer, NULL::integer, NULL::numeric, NULL::integer,
+                        NULL::varchar, NULL::text;
+END
+$$;
+"""
+
 
 def upgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
@@ -139,6 +197,7 @@ def upgrade() -> None:
     if postgres:
         op.execute(HOLD)
         op.execute(CHARGE)
+        op.execute(FINISH)
 
 
 def _functions_of_0002() -> tuple[str, str]:
@@ -157,6 +216,7 @@ def downgrade() -> None:
                 column, referred = REFERENCED[name]
                 batch.create_foreign_key(name, referred, [column], ["id"])
     if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS callgate_finish")
         for function in _functions_of_0002():
             op.execute(function)
     # The holds deleted with their charge do not come back: their CDRs and transactions

@@ -34,7 +34,7 @@ async def test_the_ledger_functions_exist_on_postgresql(services: Services) -> N
         names = set(
             (await conn.execute(text("SELECT proname FROM pg_proc WHERE proname LIKE 'callgate_%'"))).scalars()
         )
-    assert names == {"callgate_hold", "callgate_charge", "callgate_finish"}
+    assert names == {"callgate_hold", "callgate_charge", "callgate_finish", "callgate_batch"}
 
 
 def test_a_url_with_percent_signs_reaches_alembic_unchanged() -> None:
@@ -126,5 +126,5 @@ async def test_migration_0004_goes_down_and_up_again(scratch_url: str) -> None:
     await _alembic(scratch_url, "upgrade", "head")
     assert await _foreign_keys_and_functions(scratch_url) == (set(), functions)
     if "postgresql" in scratch_url:
-        assert functions == {"callgate_hold", "callgate_charge", "callgate_finish"}
+        assert functions == {"callgate_hold", "callgate_charge", "callgate_finish", "callgate_batch"}
         assert down_functions == {"callgate_hold", "callgate_charge"}

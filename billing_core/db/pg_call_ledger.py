@@ -1,9 +1,11 @@
 """The call ledger on PostgreSQL: one round trip per primitive, on a set of asyncpg connections.
 
-Each primitive is one statement (a PL/pgSQL function of migration 0002, or one SELECT),
-sent through asyncpg's prepared-statement cache. Measured in docs/performance.md: the
-same transactions through SQLAlchemy cost several times the CPU, and a hold took four
-statements plus a pool pre-ping. Everything else keeps using SQLAlchemy.
+Each primitive is one statement (a PL/pgSQL function of migrations 0002/0004, or one
+SELECT), sent through asyncpg's prepared-statement cache; holds and callFinish charges
+share statements when they arrive together (billing_core.db.pg_batch, migration 0005).
+Measured in docs/performance.md: the same transactions through SQLAlchemy cost several
+times the CPU, and a hold took four statements plus a pool pre-ping. Everything else
+keeps using SQLAlchemy.
 
 The connections are opened on demand (billing_core.db.pg_connections), so a database that
 is down at start-up is an E_SQL_ERROR decision (not a crash) and the next call after it
@@ -20,6 +22,7 @@ import asyncpg
 import structlog
 from sqlalchemy.engine import make_url
 
+from billing_core.db.pg_batch import LedgerBatches
 from billing_core.db.pg_connections import PgConnections
 from billing_core.errors import ApiError, BackendUnavailable, ErrorCode
 from billing_core.services.call_ledger import (
@@ -45,13 +48,11 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 
-HOLD_SQL = "SELECT * FROM callgate_hold($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+# callPrepare's holds and callFinish's charges go through callgate_batch (billing_core.db.pg_batch);
+# it calls callgate_hold / callgate_finish per item.
+BATCH_SQL = "SELECT * FROM callgate_batch($1::jsonb)"
 CHARGE_SQL = (
     "SELECT * FROM callgate_charge($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
-    "$13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)"
-)
-FINISH_SQL = (
-    "SELECT * FROM callgate_finish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
     "$13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)"
 )
 RESERVATION_SQL = (
@@ -78,14 +79,15 @@ def _unavailable(exc: BaseException) -> BackendUnavailable:
     return BackendUnavailable()
 
 
-def _reservation(call_uid: str, prior: int, row: Any, offset: int = 0) -> Reservation | None:
-    values = list(row.values())[offset:]
-    if values[0] is None:
+def _reservation(call_uid: str, prior: int, row: Any, prefix: str = "") -> Reservation | None:
+    """The hold in `row`, whose columns are id, account_id, … (each after `prefix`)."""
+    if row[prefix + "id"] is None:
         return None
-    res_id, account_id, amount, max_time_s, state, rating = values
+    rating = row[prefix + "rating"]
     return Reservation(
-        res_id, call_uid, prior, account_id, Decimal(amount), max_time_s, state, json.loads(rating) if rating else None
-    )
+        row[prefix + "id"], call_uid, prior, row[prefix + "account_id"], Decimal(row[prefix + "amount"]),
+        row[prefix + "max_time_s"], row[prefix + "state"], json.loads(rating) if rating else None,
+    )  # fmt: skip
 
 
 class PgCallLedger:
@@ -93,8 +95,13 @@ class PgCallLedger:
         self._timeout_s = timeout_s
         self._max_connections = max_connections
         self._connections = PgConnections(asyncpg_dsn(database_url), size=max_connections, timeout_s=timeout_s)
+        self._batches = LedgerBatches(lambda items: self._fetch(BATCH_SQL, items))
 
     async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        rows = await self._fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         """One statement on a connection of the set. A connection that failed mid-protocol
         (lost, timed out, cancelled) is discarded; an ordinary SQL error leaves it usable."""
         try:
@@ -102,7 +109,7 @@ class PgCallLedger:
         except UNAVAILABLE_ERRORS as exc:
             raise _unavailable(exc) from exc
         try:
-            row = await conn.fetchrow(sql, *args, timeout=self._timeout_s)
+            rows = await conn.fetch(sql, *args, timeout=self._timeout_s)
         except asyncpg.PostgresError as exc:
             if isinstance(exc, UNAVAILABLE_ERRORS):
                 self._connections.discard(conn)
@@ -115,22 +122,23 @@ class PgCallLedger:
                 raise _unavailable(exc) from exc
             raise
         self._connections.release(conn)
-        return row
+        return rows
 
     async def try_hold(self, hold: Hold) -> HoldAttempt:
+        item = {
+            "kind": "hold", "call_uid": hold.call_uid, "prior": hold.prior, "account_id": hold.account_id,
+            "user_id": hold.user_id, "amount": hold.amount, "max_time_s": hold.max_time_s, "now": hold.now,
+            "expires_at": hold.expires_at, "rating": rating_text(hold.rating),
+        }  # fmt: skip
         try:
-            row = await self._fetchrow(
-                HOLD_SQL, hold.call_uid, hold.prior, hold.account_id, hold.user_id, hold.amount,
-                hold.max_time_s, hold.now, hold.expires_at, rating_text(hold.rating),
-            )  # fmt: skip
+            row = await self._batches.run(item)
         except asyncpg.UniqueViolationError as exc:
             raise DuplicateCall() from exc
         except asyncpg.exceptions.NoDataFoundError as exc:
             raise ApiError(ErrorCode.E_NOT_EXIST, "no such account") from exc
-        assert row is not None  # the function always returns one row
         outcome = row["o_outcome"]
         if outcome == "exists":
-            return HoldAttempt("exists", reservation=_reservation(hold.call_uid, hold.prior, row, offset=2))
+            return HoldAttempt("exists", reservation=_reservation(hold.call_uid, hold.prior, row, "o_"))
         if outcome == "finished":
             return HoldAttempt("finished")
         if outcome == "held":
@@ -147,24 +155,19 @@ class PgCallLedger:
         stored = None
         if row["answer"] is not None:
             stored = StoredAnswer(row["answer"], row["display_cost"], row["display_currency"])
-        return stored, _reservation(call_uid, prior, row, offset=3)
+        return stored, _reservation(call_uid, prior, row)
 
     async def charge_at_hold(self, record: CallRecord, *, rating: dict[str, Any]) -> FinishAttempt:
-        r = record
-        row = await self._fetchrow(
-            FINISH_SQL, r.call_uid, r.prior, r.user_id, r.account_id, r.sip_extension, r.callerid, r.destination,
-            r.direction_id, r.direction, r.route_id, r.route, r.length_s, r.answered_ms, r.billed_s, r.status,
-            r.cause, r.cost, r.display_cost, r.display_currency, r.is_did, r.answer, r.created_at,
-            call_ref(r.call_uid, r.prior), rating_text(rating),
-        )  # fmt: skip
-        assert row is not None  # the function always returns one row
+        item: dict[str, Any] = {name: getattr(record, name) for name in CallRecord.__slots__}  # type: ignore[attr-defined]
+        item.update(kind="finish", ref=call_ref(record.call_uid, record.prior), rating=rating_text(rating))
+        row = await self._batches.run(item)
         outcome = row["o_outcome"]
         if outcome == "written":
             return FinishAttempt("written")
         if outcome == "stored":
             return FinishAttempt("stored", stored=StoredAnswer(row["o_answer"], row["o_display_cost"],
                                                                row["o_display_currency"]))  # fmt: skip
-        return FinishAttempt("reprice", reservation=_reservation(r.call_uid, r.prior, row, offset=4))
+        return FinishAttempt("reprice", reservation=_reservation(record.call_uid, record.prior, row, "o_"))
 
     async def record_call(self, record: CallRecord, *, reservation_id: int | None) -> StoredAnswer | None:
         r = record

@@ -1,0 +1,81 @@
+"""Ledger work that arrives while a statement runs goes to PostgreSQL as one statement.
+
+Measured here (docs/decisions.md, "Batched ledger statements"): the CPU of a one-row
+statement is mostly its round trip, the send that wakes a PostgreSQL backend and the
+reply that wakes callgate, not the row. `LedgerBatches` keeps one statement in flight;
+what callPrepare and callFinish ask for meanwhile waits and then goes in the next one,
+`callgate_batch(items jsonb)` (migration 0005), which runs each item through its own
+function in one transaction. An idle process sends each item alone at once, so batching
+adds no wait; a busy one sends more per round trip, as many as arrived.
+
+An item whose SQL fails (an account that does not exist, a duplicate racing in) would
+abort its whole batch, so a failed batch is sent again one item per statement: the error
+reaches the item that caused it and only that one. A database that is unavailable fails
+every item of the batch, as it would have failed each of their statements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+# item (a JSON object per callgate_batch's fields) → the decision waiting for its row
+Pending = tuple[dict[str, Any], "asyncio.Future[asyncpg.Record]"]
+
+
+class LedgerBatches:
+    def __init__(self, execute: Callable[[str], Awaitable[list[asyncpg.Record]]]) -> None:
+        """`execute` runs `callgate_batch` on the JSON of some items and returns its rows."""
+        self._execute = execute
+        self._pending: list[Pending] = []
+        self._in_flight: asyncio.Task[None] | None = None
+
+    async def run(self, item: dict[str, Any]) -> asyncpg.Record:
+        """This item's row of the batch it went in (`o_n` dropped), or its statement's error."""
+        future: asyncio.Future[asyncpg.Record] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._in_flight is None:
+            self._launch()
+        return await future
+
+    def _launch(self) -> None:
+        batch, self._pending = self._pending, []
+        self._in_flight = asyncio.get_running_loop().create_task(self._send(batch))
+        self._in_flight.add_done_callback(self._next)
+
+    def _next(self, _done: asyncio.Task[None]) -> None:
+        self._in_flight = None
+        if self._pending:
+            self._launch()
+
+    async def _send(self, batch: list[Pending]) -> None:
+        try:
+            rows = await self._execute(json.dumps([item for item, _ in batch], default=str))
+        except asyncpg.PostgresError as exc:
+            if len(batch) == 1:
+                _fail(batch, exc)
+            else:
+                for one in batch:  # find the item that failed: each in its own statement
+                    await self._send([one])
+            return
+        except BaseException as exc:  # unavailable, timed out, cancelled at shutdown
+            _fail(batch, exc)
+            return
+        for row in rows:
+            future = batch[row["o_n"] - 1][1]
+            if not future.done():  # its decision may have been cancelled meanwhile
+                future.set_result(row)
+        _fail(batch, RuntimeError("callgate_batch returned no row for an item"))  # never, but never hang
+
+
+def _fail(batch: list[Pending], exc: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)

@@ -17,14 +17,17 @@ every item of the batch, as it would have failed each of their statements.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+import msgspec
 
 # item (a JSON object per callgate_batch's fields) → the decision waiting for its row
 Pending = tuple[dict[str, Any], "asyncio.Future[asyncpg.Record]"]
+
+# Decimals as strings, datetimes as RFC 3339: what callgate_batch casts back exactly.
+_encode = msgspec.json.Encoder().encode
 
 
 class LedgerBatches:
@@ -54,7 +57,7 @@ class LedgerBatches:
 
     async def _send(self, batch: list[Pending]) -> None:
         try:
-            rows = await self._execute(json.dumps([item for item, _ in batch], default=str))
+            rows = await self._execute(_encode([item for item, _ in batch]).decode())
         except asyncpg.PostgresError as exc:
             if len(batch) == 1:
                 _fail(batch, exc)

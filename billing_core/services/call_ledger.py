@@ -24,12 +24,12 @@ fast enough for the benchmark; the test suite runs the same call tests against b
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
+import msgspec
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -128,9 +128,12 @@ class FinishAttempt:
     reservation: Reservation | None = None
 
 
+_encode_json = msgspec.json.Encoder().encode
+
+
 def rating_text(rating: dict[str, Any]) -> str:
     """How a locked-in rating is stored with its hold, and compared at callFinish."""
-    return json.dumps(rating)
+    return _encode_json(rating).decode()
 
 
 def priced_as_held(held: Reservation, record: CallRecord, rating: dict[str, Any]) -> bool:

@@ -44,14 +44,14 @@ def _item(uid: str) -> dict[str, Any]:
 
 async def test_an_item_alone_goes_at_once() -> None:
     statements = Statements()
-    batches = LedgerBatches(statements)  # type: ignore[arg-type]
+    batches = LedgerBatches(statements, in_flight=1)  # type: ignore[arg-type]
     row = await batches.run(_item("a"))
     assert row["o_outcome"] == "done a" and statements.sent == [["a"]]
 
 
 async def test_items_arriving_during_a_statement_go_together_in_the_next() -> None:
     statements = Statements()
-    batches = LedgerBatches(statements)  # type: ignore[arg-type]
+    batches = LedgerBatches(statements, in_flight=1)  # type: ignore[arg-type]
     statements.gate.clear()
     first = asyncio.create_task(batches.run(_item("a")))
     await asyncio.sleep(0)
@@ -66,7 +66,7 @@ async def test_items_arriving_during_a_statement_go_together_in_the_next() -> No
 
 async def test_a_failing_item_fails_alone() -> None:
     statements = Statements(fail_on="c")
-    batches = LedgerBatches(statements)  # type: ignore[arg-type]
+    batches = LedgerBatches(statements, in_flight=1)  # type: ignore[arg-type]
     statements.gate.clear()
     first = asyncio.create_task(batches.run(_item("a")))
     await asyncio.sleep(0)
@@ -82,7 +82,7 @@ async def test_a_failing_item_fails_alone() -> None:
 
 async def test_an_unavailable_database_fails_every_item_of_the_batch_and_the_next_works() -> None:
     statements = Statements(unavailable=True)
-    batches = LedgerBatches(statements)  # type: ignore[arg-type]
+    batches = LedgerBatches(statements, in_flight=1)  # type: ignore[arg-type]
     statements.gate.clear()
     tasks = [asyncio.create_task(batches.run(_item(uid))) for uid in "ab"]
     await asyncio.sleep(0)
@@ -95,7 +95,7 @@ async def test_an_unavailable_database_fails_every_item_of_the_batch_and_the_nex
 
 async def test_a_cancelled_decision_leaves_the_others_answered() -> None:
     statements = Statements()
-    batches = LedgerBatches(statements)  # type: ignore[arg-type]
+    batches = LedgerBatches(statements, in_flight=1)  # type: ignore[arg-type]
     statements.gate.clear()
     doomed = asyncio.create_task(batches.run(_item("a")))
     kept = asyncio.create_task(batches.run(_item("b")))
@@ -106,3 +106,16 @@ async def test_a_cancelled_decision_leaves_the_others_answered() -> None:
     with pytest.raises(asyncio.CancelledError):
         await doomed
     assert statements.sent == [["a"], ["b"]]  # its item was sent: like a cancelled statement
+
+
+async def test_a_second_statement_runs_beside_the_first_then_the_rest_wait() -> None:
+    statements = Statements()
+    batches = LedgerBatches(statements, in_flight=2)  # type: ignore[arg-type]
+    statements.gate.clear()
+    tasks = [asyncio.create_task(batches.run(_item(uid))) for uid in "abcd"]
+    await asyncio.sleep(0.01)
+    assert statements.sent == [["a"], ["b"]]  # two in flight; c and d wait for one to end
+    statements.gate.set()
+    rows = await asyncio.gather(*tasks)
+    assert [r["o_outcome"] for r in rows] == ["done a", "done b", "done c", "done d"]
+    assert statements.sent == [["a"], ["b"], ["c", "d"]]

@@ -2,8 +2,9 @@
 
 Measured here (docs/decisions.md, "Batched ledger statements"): the CPU of a one-row
 statement is mostly its round trip, the send that wakes a PostgreSQL backend and the
-reply that wakes callgate, not the row. `LedgerBatches` keeps one statement in flight;
-what callPrepare and callFinish ask for meanwhile waits and then goes in the next one,
+reply that wakes callgate, not the row. `LedgerBatches` keeps at most two statements in
+flight (one more and the batches only got smaller: measured); what callPrepare and
+callFinish ask for meanwhile waits and then goes in the next one,
 `callgate_batch(items jsonb)` (migration 0005), which runs each item through its own
 function in one transaction. An idle process sends each item alone at once, so batching
 adds no wait; a busy one sends more per round trip, as many as arrived.
@@ -31,27 +32,30 @@ _encode = msgspec.json.Encoder().encode
 
 
 class LedgerBatches:
-    def __init__(self, execute: Callable[[str], Awaitable[list[asyncpg.Record]]]) -> None:
-        """`execute` runs `callgate_batch` on the JSON of some items and returns its rows."""
+    def __init__(self, execute: Callable[[str], Awaitable[list[asyncpg.Record]]], *, in_flight: int = 2) -> None:
+        """`execute` runs `callgate_batch` on the JSON of some items and returns its rows;
+        at most `in_flight` statements run at once."""
         self._execute = execute
         self._pending: list[Pending] = []
-        self._in_flight: asyncio.Task[None] | None = None
+        self._max_in_flight = in_flight
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     async def run(self, item: dict[str, Any]) -> asyncpg.Record:
         """This item's row of the batch it went in (`o_n` dropped), or its statement's error."""
         future: asyncio.Future[asyncpg.Record] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if self._in_flight is None:
+        if len(self._in_flight) < self._max_in_flight:
             self._launch()
         return await future
 
     def _launch(self) -> None:
         batch, self._pending = self._pending, []
-        self._in_flight = asyncio.get_running_loop().create_task(self._send(batch))
-        self._in_flight.add_done_callback(self._next)
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._in_flight.add(task)
+        task.add_done_callback(self._next)
 
-    def _next(self, _done: asyncio.Task[None]) -> None:
-        self._in_flight = None
+    def _next(self, done: asyncio.Task[None]) -> None:
+        self._in_flight.discard(done)
         if self._pending:
             self._launch()
 

@@ -158,7 +158,7 @@ class PgCallLedger:
         return stored, _reservation(call_uid, prior, row)
 
     async def charge_at_hold(self, record: CallRecord, *, rating: dict[str, Any]) -> FinishAttempt:
-        item: dict[str, Any] = {name: getattr(record, name) for name in CallRecord.__slots__}  # type: ignore[attr-defined]
+        item = record.columns()
         item.update(kind="finish", ref=call_ref(record.call_uid, record.prior), rating=rating_text(rating))
         row = await self._batches.run(item)
         outcome = row["o_outcome"]

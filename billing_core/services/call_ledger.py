@@ -24,7 +24,7 @@ fast enough for the benchmark; the test suite runs the same call tests against b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol
@@ -115,6 +115,10 @@ class CallRecord:
 
     def stored(self) -> StoredAnswer:
         return StoredAnswer(self.answer, self.display_cost, self.display_currency)
+
+    def columns(self) -> dict[str, Any]:
+        """The CDR row: column name → value."""
+        return {name: getattr(self, name) for name in _RECORD_FIELDS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +245,7 @@ class SqlCallLedger:
 
 async def _write_call(conn: AsyncConnection, record: CallRecord, reservation_id: int | None) -> None:
     """The CDR, the debit and its transaction row, and the end of the hold: one transaction."""
-    await conn.execute(cdrs.insert().values(**_cdr_values(record)))
+    await conn.execute(cdrs.insert().values(**record.columns()))
     await ledger.charge(
         conn, account_id=record.account_id, amount=record.cost, ref=ledger.call_ref(record.call_uid, record.prior),
         now=record.created_at,
@@ -250,8 +254,7 @@ async def _write_call(conn: AsyncConnection, record: CallRecord, reservation_id:
         await ledger.settle(conn, reservation_id)
 
 
-def _cdr_values(record: CallRecord) -> dict[str, object]:
-    return {name: getattr(record, name) for name in CallRecord.__slots__}  # type: ignore[attr-defined]
+_RECORD_FIELDS: tuple[str, ...] = tuple(field.name for field in fields(CallRecord))
 
 
 async def _stored_answer(conn: AsyncConnection, call_uid: str, prior: int) -> StoredAnswer | None:

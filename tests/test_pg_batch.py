@@ -19,10 +19,11 @@ from billing_core.errors import BackendUnavailable
 
 
 class Statements:
-    def __init__(self, *, fail_on: str | None = None, unavailable: bool = False) -> None:
+    def __init__(self, *, fail_on: str | None = None, unavailable: bool = False, deadlocks: int = 0) -> None:
         self.sent: list[list[str]] = []  # the call_uid of each item, per statement
         self.fail_on = fail_on
         self.unavailable = unavailable
+        self.deadlocks = deadlocks  # statements to roll back as deadlock victims first
         self.gate = asyncio.Event()
         self.gate.set()
 
@@ -32,6 +33,9 @@ class Statements:
         await self.gate.wait()
         if self.unavailable:
             raise BackendUnavailable()
+        if self.deadlocks:
+            self.deadlocks -= 1
+            raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
         if any(item["call_uid"] == self.fail_on for item in items):
             raise asyncpg.exceptions.NoDataFoundError("no such account")
         # answered out of order, as the account order of callgate_batch does
@@ -119,3 +123,14 @@ async def test_a_second_statement_runs_beside_the_first_then_the_rest_wait() -> 
     rows = await asyncio.gather(*tasks)
     assert [r["o_outcome"] for r in rows] == ["done a", "done b", "done c", "done d"]
     assert statements.sent == [["a"], ["b"], ["c", "d"]]
+
+
+async def test_a_deadlock_victim_is_sent_again_once() -> None:
+    statements = Statements(deadlocks=1)
+    batches = LedgerBatches(statements, in_flight=1)  # type: ignore[arg-type]
+    assert (await batches.run(_item("a")))["o_outcome"] == "done a"
+    assert statements.sent == [["a"], ["a"]]
+    statements.deadlocks = 2  # rolled back twice: the error reaches the decision
+    with pytest.raises(asyncpg.exceptions.DeadlockDetectedError):
+        await batches.run(_item("b"))
+    assert statements.sent[2:] == [["b"], ["b"]]

@@ -20,6 +20,7 @@ from billing_core.config import Settings
 from billing_core.db.tables import cdrs, reservations
 from billing_core.services.container import Services
 from billing_core.services.rating import reserve_amount
+from tests.conftest import BACKENDS
 from tests.factories import balance_of, make_user
 from tests.rating_world import RatingWorld, finish, ledger_of, prepare, server_key, sum_of_call_transactions, text_of
 
@@ -117,3 +118,43 @@ async def test_concurrent_prepare_never_overdraws_and_charges_add_up(
     async with services.db.begin() as conn:
         priced = (await conn.execute(select(func.count()).select_from(cdrs).where(cdrs.c.cost > 0))).scalar_one()
     assert priced > 0
+
+
+@pytest.mark.skipif("server" not in BACKENDS, reason="two workers need PostgreSQL")
+@pytest.mark.parametrize("settings", ["server"], indirect=True)
+async def test_two_workers_holding_and_finishing_on_shared_accounts_add_up(
+    services: Services, dispatcher: Dispatcher
+) -> None:
+    """Two processes' batches (two statements in flight each) lock the same accounts at
+    once; each call is finished by the worker that did not hold it. Money adds up, nothing
+    is charged twice, no hold is left, and nothing waits on a deadlock."""
+    key, account_id = await _world(services)
+    other = Services.build(services.settings)
+    workers = [dispatcher, Dispatcher(other)]
+    try:
+        calls = [f"pair-{i}" for i in range(120)]
+        prepared = await asyncio.gather(
+            *(prepare(workers[i % 2], key, "busy", NUMBER, call_id=uid) for i, uid in enumerate(calls))
+        )
+        allowed = [uid for uid, o in zip(calls, prepared, strict=True) if text_of(o).ok]
+        assert 1 < len(allowed) < len(calls)
+        assert await _reserved_total(services, account_id) <= BALANCE + OVERDRAFT
+        started = asyncio.get_running_loop().time()
+        finished = await asyncio.gather(
+            *(
+                finish(workers[(i + 1) % 2], key, "busy", NUMBER, length=str(30 + i % 60), call_id=uid)
+                for i, uid in enumerate(allowed)
+            ),
+            *(finish(workers[i % 2], key, "busy", NUMBER, length=str(30 + i % 60), call_id=uid)  # duplicates
+              for i, uid in enumerate(allowed[:20])),
+        )  # fmt: skip
+        assert asyncio.get_running_loop().time() - started < 5  # a deadlock would cost ~1 s per retry round
+        assert all(text_of(o).result == "Saved" for o in finished)
+    finally:
+        await other.close()
+    books = await ledger_of(services, account_id)
+    charged = sum((c.cost for c in books.cdrs), Decimal(0))
+    assert len(books.cdrs) == len(allowed)
+    assert await balance_of(services, account_id) == BALANCE - charged
+    assert await sum_of_call_transactions(services, account_id) == -charged
+    assert books.reservations == []

@@ -11,8 +11,11 @@ adds no wait; a busy one sends more per round trip, as many as arrived.
 
 An item whose SQL fails (an account that does not exist, a duplicate racing in) would
 abort its whole batch, so a failed batch is sent again one item per statement: the error
-reaches the item that caused it and only that one. A database that is unavailable fails
-every item of the batch, as it would have failed each of their statements.
+reaches the item that caused it and only that one. A lone item that PostgreSQL rolled
+back to break a deadlock with some other transaction is sent once more. (Batches do not
+deadlock with each other: every step locks its account row first, in account order.)
+A database that is unavailable fails every item of the batch, as it would have failed
+each of their statements.
 """
 
 from __future__ import annotations
@@ -59,15 +62,19 @@ class LedgerBatches:
         if self._pending:
             self._launch()
 
-    async def _send(self, batch: list[Pending]) -> None:
+    async def _send(self, batch: list[Pending], *, retries: int = 1) -> None:
         try:
             rows = await self._execute(_encode([item for item, _ in batch]).decode())
         except asyncpg.PostgresError as exc:
-            if len(batch) == 1:
-                _fail(batch, exc)
-            else:
+            if len(batch) > 1:
                 for one in batch:  # find the item that failed: each in its own statement
                     await self._send([one])
+            elif isinstance(exc, asyncpg.exceptions.TransactionRollbackError) and retries > 0:
+                # PostgreSQL broke a deadlock (or a serialization conflict) with some other
+                # transaction by rolling this one back: nothing of it was written; again.
+                await self._send(batch, retries=retries - 1)
+            else:
+                _fail(batch, exc)
             return
         except BaseException as exc:  # unavailable, timed out, cancelled at shutdown
             _fail(batch, exc)

@@ -148,6 +148,10 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_hold reservations%ROWTYPE;
 BEGIN
+    -- The account row first, as callgate_hold does: every ledger step of an account then
+    -- queues on that one lock, so steps taken in account order (callgate_batch) cannot
+    -- deadlock on anything they write afterwards (a CDR, a hold).
+    PERFORM 1 FROM accounts a WHERE a.id = p_account_id FOR UPDATE;
     SELECT * INTO v_hold FROM reservations r WHERE r.call_uid = p_call_uid AND r.prior = p_prior;
     IF FOUND AND (v_hold.account_id <> p_account_id OR v_hold.rating IS DISTINCT FROM p_rating
                   OR p_billed_s > v_hold.max_time_s) THEN

@@ -82,6 +82,7 @@ async def test_a_failing_item_fails_alone() -> None:
     assert isinstance(results[2], asyncpg.exceptions.NoDataFoundError)
     assert not isinstance(results[3], Exception) and results[3]["o_outcome"] == "done d"
     assert statements.sent == [["a"], ["b", "c", "d"], ["b"], ["c"], ["d"]]
+    assert batches.failed_statements == 2  # the batch of three, then c alone
 
 
 async def test_an_unavailable_database_fails_every_item_of_the_batch_and_the_next_works() -> None:
@@ -129,8 +130,8 @@ async def test_a_deadlock_victim_is_sent_again_once() -> None:
     statements = Statements(deadlocks=1)
     batches = LedgerBatches(statements, in_flight=1)  # type: ignore[arg-type]
     assert (await batches.run(_item("a")))["o_outcome"] == "done a"
-    assert statements.sent == [["a"], ["a"]]
+    assert statements.sent == [["a"], ["a"]] and batches.failed_statements == 1
     statements.deadlocks = 2  # rolled back twice: the error reaches the decision
     with pytest.raises(asyncpg.exceptions.DeadlockDetectedError):
         await batches.run(_item("b"))
-    assert statements.sent[2:] == [["b"], ["b"]]
+    assert statements.sent[2:] == [["b"], ["b"]] and batches.failed_statements == 3

@@ -127,7 +127,7 @@ async def test_two_workers_holding_and_finishing_on_shared_accounts_add_up(
 ) -> None:
     """Two processes' batches (two statements in flight each) lock the same accounts at
     once; each call is finished by the worker that did not hold it. Money adds up, nothing
-    is charged twice, no hold is left, and nothing waits on a deadlock."""
+    is charged twice, no hold is left, and no batch statement deadlocked."""
     key, account_id = await _world(services)
     other = Services.build(services.settings)
     workers = [dispatcher, Dispatcher(other)]
@@ -139,7 +139,6 @@ async def test_two_workers_holding_and_finishing_on_shared_accounts_add_up(
         allowed = [uid for uid, o in zip(calls, prepared, strict=True) if text_of(o).ok]
         assert 1 < len(allowed) < len(calls)
         assert await _reserved_total(services, account_id) <= BALANCE + OVERDRAFT
-        started = asyncio.get_running_loop().time()
         finished = await asyncio.gather(
             *(
                 finish(workers[(i + 1) % 2], key, "busy", NUMBER, length=str(30 + i % 60), call_id=uid)
@@ -148,8 +147,10 @@ async def test_two_workers_holding_and_finishing_on_shared_accounts_add_up(
             *(finish(workers[i % 2], key, "busy", NUMBER, length=str(30 + i % 60), call_id=uid)  # duplicates
               for i, uid in enumerate(allowed[:20])),
         )  # fmt: skip
-        assert asyncio.get_running_loop().time() - started < 5  # a deadlock would cost ~1 s per retry round
         assert all(text_of(o).result == "Saved" for o in finished)
+        # No batch statement was refused: a deadlock between the workers' batches would be
+        # broken by PostgreSQL and then retried, invisible in the answers but counted here.
+        assert [getattr(s.call_ledger, "failed_batch_statements", None) for s in (services, other)] == [0, 0]
     finally:
         await other.close()
     books = await ledger_of(services, account_id)

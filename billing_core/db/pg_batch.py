@@ -26,6 +26,9 @@ from typing import Any
 
 import asyncpg
 import msgspec
+import structlog
+
+log = structlog.get_logger(__name__)
 
 # item (a JSON object per callgate_batch's fields) → the decision waiting for its row
 Pending = tuple[dict[str, Any], "asyncio.Future[asyncpg.Record]"]
@@ -39,6 +42,7 @@ class LedgerBatches:
         """`execute` runs `callgate_batch` on the JSON of some items and returns its rows;
         at most `in_flight` statements run at once."""
         self._execute = execute
+        self.failed_statements = 0  # statements PostgreSQL refused (split or sent again after)
         self._pending: list[Pending] = []
         self._max_in_flight = in_flight
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -66,6 +70,8 @@ class LedgerBatches:
         try:
             rows = await self._execute(_encode([item for item, _ in batch]).decode())
         except asyncpg.PostgresError as exc:
+            self.failed_statements += 1
+            log.warning("db.batch_failed", items=len(batch), error=type(exc).__name__, sqlstate=exc.sqlstate)
             if len(batch) > 1:
                 for one in batch:  # find the item that failed: each in its own statement
                     await self._send([one])

@@ -197,6 +197,11 @@ class PgCallLedger:
                 self._connections.release(conn)
 
     @property
+    def failed_batch_statements(self) -> int:
+        """Batch statements PostgreSQL refused since start (each then split or sent again)."""
+        return self._batches.failed_statements
+
+    @property
     def open_connections(self) -> int:
         return self._connections.open_count
 

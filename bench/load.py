@@ -296,6 +296,14 @@ async def http_decision(session: aiohttp.ClientSession, api: str, method: str, a
     return _plain_answer(body)
 
 
+async def _reap(proc: asyncio.subprocess.Process) -> None:
+    """Kill our own child (by its handle) if it is still running, and wait for it."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+
+
 async def script_decision(api: str, method: str, args: dict[str, str], call: Call) -> Answer:
     """Asterisk's AGI() with a local script: a fresh interpreter for this one decision."""
     argv = [method, *(f"{k}={v}" for k, v in args.items())]
@@ -314,10 +322,7 @@ async def script_decision(api: str, method: str, args: dict[str, str], call: Cal
             proc.stdin.write(_reply_to(line.decode("utf-8", "replace").rstrip("\n"), variables))
         await proc.wait()
     finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()  # our own child, by its handle
-            await proc.wait()
+        await _reap(proc)
     if proc.returncode != 0:
         raise DecisionError(f"script exit {proc.returncode}")
     return _agi_answer(variables)
@@ -798,10 +803,7 @@ class Bench:
             except TimeoutError:
                 raise RuntimeError(f"the C client did not finish within {bound_s:.0f} s: {' '.join(command)}") from None
             finally:
-                if proc.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()  # our own child, by its handle
-                    await proc.wait()
+                await _reap(proc)
             if proc.returncode != 0:
                 raise RuntimeError(f"the C client exited {proc.returncode}: {err.decode(errors='replace').strip()}")
             report = out.decode()

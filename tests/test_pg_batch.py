@@ -46,6 +46,18 @@ def _item(uid: str) -> dict[str, Any]:
     return {"kind": "hold", "call_uid": uid, "account_id": 1}
 
 
+async def _while_busy(
+    batches: LedgerBatches, statements: Statements, first: str, then: str
+) -> list[asyncio.Task[Any]]:
+    """Send `first` and hold its statement open; then send each of `then` meanwhile."""
+    statements.gate.clear()
+    tasks = [asyncio.create_task(batches.run(_item(first)))]
+    await asyncio.sleep(0)
+    tasks += [asyncio.create_task(batches.run(_item(uid))) for uid in then]
+    await asyncio.sleep(0)
+    return tasks
+
+
 async def test_an_item_alone_goes_at_once() -> None:
     statements = Statements()
     batches = LedgerBatches(statements, in_flight=1)  # type: ignore[arg-type]
@@ -56,14 +68,10 @@ async def test_an_item_alone_goes_at_once() -> None:
 async def test_items_arriving_during_a_statement_go_together_in_the_next() -> None:
     statements = Statements()
     batches = LedgerBatches(statements, in_flight=1)  # type: ignore[arg-type]
-    statements.gate.clear()
-    first = asyncio.create_task(batches.run(_item("a")))
-    await asyncio.sleep(0)
-    others = [asyncio.create_task(batches.run(_item(uid))) for uid in "bcd"]
-    await asyncio.sleep(0)
+    tasks = await _while_busy(batches, statements, "a", "bcd")
     assert statements.sent == [["a"]]  # b, c, d wait for the statement in flight
     statements.gate.set()
-    rows = await asyncio.gather(first, *others)
+    rows = await asyncio.gather(*tasks)
     assert [r["o_outcome"] for r in rows] == ["done a", "done b", "done c", "done d"]
     assert statements.sent == [["a"], ["b", "c", "d"]]
 
@@ -71,13 +79,9 @@ async def test_items_arriving_during_a_statement_go_together_in_the_next() -> No
 async def test_a_failing_item_fails_alone() -> None:
     statements = Statements(fail_on="c")
     batches = LedgerBatches(statements, in_flight=1)  # type: ignore[arg-type]
-    statements.gate.clear()
-    first = asyncio.create_task(batches.run(_item("a")))
-    await asyncio.sleep(0)
-    others = [asyncio.create_task(batches.run(_item(uid))) for uid in "bcd"]
-    await asyncio.sleep(0)
+    tasks = await _while_busy(batches, statements, "a", "bcd")
     statements.gate.set()
-    results = await asyncio.gather(first, *others, return_exceptions=True)
+    results = await asyncio.gather(*tasks, return_exceptions=True)
     assert [r if isinstance(r, Exception) else r["o_outcome"] for r in results[:2]] == ["done a", "done b"]
     assert isinstance(results[2], asyncpg.exceptions.NoDataFoundError)
     assert not isinstance(results[3], Exception) and results[3]["o_outcome"] == "done d"

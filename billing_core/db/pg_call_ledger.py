@@ -32,9 +32,8 @@ from billing_core.services.call_ledger import (
     Hold,
     HoldAttempt,
     StoredAnswer,
-    rating_text,
 )
-from billing_core.services.ledger import Reservation, call_ref
+from billing_core.services.ledger import Reservation, call_ref, rating_text
 
 log = structlog.get_logger(__name__)
 

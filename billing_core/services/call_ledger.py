@@ -29,7 +29,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
-import msgspec
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -130,14 +129,6 @@ class FinishAttempt:
     outcome: Literal["written", "stored", "reprice"]
     stored: StoredAnswer | None = None
     reservation: Reservation | None = None
-
-
-_encode_json = msgspec.json.Encoder().encode
-
-
-def rating_text(rating: dict[str, Any]) -> str:
-    """How a locked-in rating is stored with its hold, and compared at callFinish."""
-    return _encode_json(rating).decode()
 
 
 def priced_as_held(held: Reservation, record: CallRecord, rating: dict[str, Any]) -> bool:

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import structlog
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -37,6 +38,14 @@ log = structlog.get_logger(__name__)
 OPEN = "open"
 EXPIRED = "expired"
 KIND_CALL = "call"
+
+
+_encode_json = msgspec.json.Encoder().encode
+
+
+def rating_text(rating: dict[str, Any]) -> str:
+    """How a locked-in rating is stored with its hold, and compared at callFinish."""
+    return _encode_json(rating).decode()
 
 
 def call_ref(call_uid: str, prior: int) -> str:
@@ -125,7 +134,7 @@ async def reserve(conn: AsyncConnection, hold: Hold) -> int:
             state=OPEN,
             created_at=hold.now,
             expires_at=hold.expires_at,
-            rating=json.dumps(hold.rating),
+            rating=rating_text(hold.rating),
         )
         .returning(reservations.c.id)
     )

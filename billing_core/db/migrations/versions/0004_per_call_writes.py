@@ -44,95 +44,48 @@ REFERENCED = {
     "fk_transactions_account_id_accounts": ("account_id", "accounts"),
 }
 
-# The functions of 0002 as they are from now on (a migration keeps the text it installed).
-HOLD = """
-CREATE OR REPLACE FUNCTION callgate_hold(
-    p_call_uid varchar, p_prior integer, p_account_id integer, p_user_id integer,
-    p_amount numeric, p_max_time_s integer, p_now timestamptz, p_expires_at timestamptz, p_rating text)
-RETURNS TABLE (o_outcome text, o_available numeric, o_id integer, o_account_id integer,
-               o_amount numeric, o_max_time_s integer, o_state varchar, o_rating text)
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_limit numeric;
-    v_held numeric;
-    v_id integer;
-BEGIN
-    SELECT a.balance + a.overdraft INTO v_limit FROM accounts a WHERE a.id = p_account_id FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'no such account' USING ERRCODE = 'no_data_found';
-    END IF;
-    RETURN QUERY
-        SELECT 'exists'::text, NULL::numeric, r.id, r.account_id, r.amount, r.max_time_s, r.state, r.rating
-        FROM reservations r WHERE r.call_uid = p_call_uid AND r.prior = p_prior;
-    IF FOUND THEN
-        RETURN;
-    END IF;
-    -- Charged already (its hold is gone with the charge): the attempt is over.
+def _functions_of_0002() -> tuple[str, str]:
+    """HOLD and CHARGE exactly as migration 0002 installed them."""
+    path = Path(__file__).with_name("0002_call_ledger_functions.py")
+    spec = importlib.util.spec_from_file_location("callgate_migration_0002", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.HOLD, module.CHARGE
+
+
+def _edited(function: str, old: str, new: str) -> str:
+    assert function.count(old) == 1, old  # 0002 is frozen: the edit applies exactly once
+    return function.replace(old, new)
+
+
+_HOLD_0002, _CHARGE_0002 = _functions_of_0002()
+
+# 0002's hold, answering `finished` for a call whose CDR exists (its hold ended with it).
+HOLD = _edited(
+    _HOLD_0002,
+    """    SELECT coalesce(sum(r.amount), 0) INTO v_held""",
+    """    -- Charged already (its hold is gone with the charge): the attempt is over.
     PERFORM 1 FROM cdrs c WHERE c.call_uid = p_call_uid AND c.prior = p_prior;
     IF FOUND THEN
         RETURN QUERY SELECT 'finished'::text, NULL::numeric, NULL::integer, NULL::integer,
                             NULL::numeric, NULL::integer, NULL::varchar, NULL::text;
         RETURN;
     END IF;
-    SELECT coalesce(sum(r.amount), 0) INTO v_held FROM reservations r
-        WHERE r.account_id = p_account_id AND r.state = 'open' AND r.expires_at > p_now;
-    IF v_limit - v_held < p_amount THEN
-        RETURN QUERY SELECT 'short'::text, v_limit - v_held, NULL::integer, NULL::integer,
-                            NULL::numeric, NULL::integer, NULL::varchar, NULL::text;
-        RETURN;
-    END IF;
-    INSERT INTO reservations (call_uid, prior, account_id, user_id, amount, max_time_s, state,
-                              created_at, expires_at, rating)
-        VALUES (p_call_uid, p_prior, p_account_id, p_user_id, p_amount, p_max_time_s, 'open',
-                p_now, p_expires_at, p_rating)
-        RETURNING id INTO v_id;
-    RETURN QUERY SELECT 'held'::text, v_limit - v_held - p_amount, v_id, NULL::integer,
-                        NULL::numeric, NULL::integer, NULL::varchar, NULL::text;
-END
-$$;
-"""
+    SELECT coalesce(sum(r.amount), 0) INTO v_held""",
+)
 
-CHARGE = """
-CREATE OR REPLACE FUNCTION callgate_charge(
-    p_call_uid varchar, p_prior integer, p_user_id integer, p_account_id integer,
-    p_sip_extension varchar, p_callerid varchar, p_destination varchar,
-    p_direction_id integer, p_direction varchar, p_route_id integer, p_route varchar,
-    p_length_s integer, p_answered_ms integer, p_billed_s integer, p_status varchar,
-    p_cause varchar, p_cost numeric, p_display_cost numeric, p_display_currency varchar,
-    p_is_did varchar, p_answer varchar, p_created_at timestamptz,
-    p_reservation_id integer, p_ref varchar)
-RETURNS TABLE (o_written boolean, o_answer varchar, o_display_cost numeric, o_display_currency varchar)
-LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO cdrs (call_uid, prior, user_id, account_id, sip_extension, callerid, destination,
-                      direction_id, direction, route_id, route, length_s, answered_ms, billed_s,
-                      status, cause, cost, display_cost, display_currency, is_did, answer, created_at)
-        VALUES (p_call_uid, p_prior, p_user_id, p_account_id, p_sip_extension, p_callerid,
-                p_destination, p_direction_id, p_direction, p_route_id, p_route, p_length_s,
-                p_answered_ms, p_billed_s, p_status, p_cause, p_cost, p_display_cost,
-                p_display_currency, p_is_did, p_answer, p_created_at)
-        ON CONFLICT ON CONSTRAINT uq_cdrs_call DO NOTHING;
-    IF NOT FOUND THEN
-        RETURN QUERY SELECT false, c.answer, c.display_cost, c.display_currency
-            FROM cdrs c WHERE c.call_uid = p_call_uid AND c.prior = p_prior;
-        RETURN;
-    END IF;
-    IF p_cost > 0 THEN
-        UPDATE accounts SET balance = balance - p_cost WHERE id = p_account_id;
-        INSERT INTO transactions (account_id, amount, kind, ref, comment, created_at)
-            VALUES (p_account_id, -p_cost, 'call', p_ref, '', p_created_at);
-    END IF;
-    IF p_reservation_id IS NOT NULL THEN
-        DELETE FROM reservations WHERE id = p_reservation_id;
-    END IF;
-    RETURN QUERY SELECT true, p_answer, p_display_cost, p_display_currency;
-END
-$$;
-"""
+# 0002's charge, deleting the hold instead of marking it settled.
+CHARGE = _edited(
+    _CHARGE_0002,
+    "UPDATE reservations SET state = 'settled' WHERE id = p_reservation_id;",
+    "DELETE FROM reservations WHERE id = p_reservation_id;",
+)
 
-# callFinish in one round trip from any worker: charge at the caller's price if the call's
-# hold (if any) was priced at the same rating (its stored text), for this account, for at
-# least the billed seconds; otherwise hand the hold back to be priced at (`reprice`).
+# callFinish in one round trip from any worker: charge (through callgate_charge) at the
+# caller's price if the call's hold (if any) was priced at the same rating (its stored
+# text), for this account, for at least the billed seconds; otherwise hand the hold back to
+# be priced at (`reprice`).
 FINISH = """
 CREATE OR REPLACE FUNCTION callgate_finish(
     p_call_uid varchar, p_prior integer, p_user_id integer, p_account_id integer,
@@ -160,32 +113,15 @@ BEGIN
                             v_hold.state, v_hold.rating;
         RETURN;
     END IF;
-    INSERT INTO cdrs (call_uid, prior, user_id, account_id, sip_extension, callerid, destination,
-                      direction_id, direction, route_id, route, length_s, answered_ms, billed_s,
-                      status, cause, cost, display_cost, display_currency, is_did, answer, created_at)
-        VALUES (p_call_uid, p_prior, p_user_id, p_account_id, p_sip_extension, p_callerid,
-                p_destination, p_direction_id, p_direction, p_route_id, p_route, p_length_s,
-                p_answered_ms, p_billed_s, p_status, p_cause, p_cost, p_display_cost,
-                p_display_currency, p_is_did, p_answer, p_created_at)
-        ON CONFLICT ON CONSTRAINT uq_cdrs_call DO NOTHING;
-    IF NOT FOUND THEN
-        RETURN QUERY SELECT 'stored'::text, c.answer, c.display_cost, c.display_currency,
-                            NULL::integer, NULL::integer, NULL::numeric, NULL::integer,
-                            NULL::varchar, NULL::text
-            FROM cdrs c WHERE c.call_uid = p_call_uid AND c.prior = p_prior;
-        RETURN;
-    END IF;
-    IF p_cost > 0 THEN
-        UPDATE accounts SET balance = balance - p_cost WHERE id = p_account_id;
-        INSERT INTO transactions (account_id, amount, kind, ref, comment, created_at)
-            VALUES (p_account_id, -p_cost, 'call', p_ref, '', p_created_at);
-    END IF;
-    IF v_hold.id IS NOT NULL THEN
-        DELETE FROM reservations WHERE id = v_hold.id;
-    END IF;
-    RETURN QUERY SELECT 'written'::text, NULL::varchar, NULL::numeric, NULL::varchar,
+    RETURN QUERY SELECT CASE WHEN c.o_written THEN 'written' ELSE 'stored' END::text,
+                        c.o_answer, c.o_display_cost, c.o_display_currency,
                         NULL::integer, NULL::integer, NULL::numeric, NULL::integer,
-                        NULL::varchar, NULL::text;
+                        NULL::varchar, NULL::text
+        FROM callgate_charge(
+            p_call_uid, p_prior, p_user_id, p_account_id, p_sip_extension, p_callerid,
+            p_destination, p_direction_id, p_direction, p_route_id, p_route, p_length_s,
+            p_answered_ms, p_billed_s, p_status, p_cause, p_cost, p_display_cost,
+            p_display_currency, p_is_did, p_answer, p_created_at, v_hold.id, p_ref) AS c;
 END
 $$;
 """
@@ -204,15 +140,6 @@ def upgrade() -> None:
         op.execute(FINISH)
 
 
-def _functions_of_0002() -> tuple[str, str]:
-    path = Path(__file__).with_name("0002_call_ledger_functions.py")
-    spec = importlib.util.spec_from_file_location("callgate_migration_0002", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.HOLD, module.CHARGE
-
-
 def downgrade() -> None:
     for table, names in FOREIGN_KEYS.items():
         with op.batch_alter_table(table) as batch:
@@ -221,7 +148,7 @@ def downgrade() -> None:
                 batch.create_foreign_key(name, referred, [column], ["id"])
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP FUNCTION IF EXISTS callgate_finish")
-        for function in _functions_of_0002():
-            op.execute(function)
+        op.execute(_HOLD_0002)
+        op.execute(_CHARGE_0002)
     # The holds deleted with their charge do not come back: their CDRs and transactions
     # carry the same money.

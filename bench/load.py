@@ -46,7 +46,8 @@ children), the callgate processes, the PostgreSQL backends serving the bench dat
 other PostgreSQL processes (WAL writer, checkpointer …), redis-server, and "other" (all the
 rest of the machine's busy time: other users' jobs, kernel threads — the noise), plus the
 PostgreSQL transactions per pair (pg_stat_database). `--experiment` serves callgate with
-patches that stand in for possible optimizations (see EXPERIMENTS); `--driver-overhead N`
+patches that measure a part of it (see EXPERIMENTS: `constant` gives the transport's floor, no
+decision made); `--driver-overhead N`
 times one ledger-shaped transaction through SQLAlchemy Core and through asyncpg.
 """
 
@@ -1061,49 +1062,47 @@ async def driver_overhead(database_url: str, transactions: int) -> list[dict[str
 # --- experiments: what would a change to callgate buy? -----------------------------------------
 
 EXPERIMENTS: Final = {
-    "noping": "the PostgreSQL pool without pool_pre_ping (saves BEGIN; SELECT; ROLLBACK per checkout)",
-    "noextlookup": "numbers longer than 8 digits are never looked up as local extensions (callPrepare "
-    "and callFinish look every destination up as an extension: a cache miss, a transaction and two Redis "
-    "round trips for each new number)",
-    "asynccommit": "SET synchronous_commit = off on callgate's connections (a commit no longer waits for "
-    "the WAL flush; a crash may lose the last few hundred ms of commits)",
+    "constant": "callPrepare and callFinish answer a fixed Allowed / Saved line without the registry, the "
+    "cache or the database: what the transport (FastAGI session or HTTP request), the kernel and the "
+    "load client cost on their own, the floor under every real decision",
 }
+
+# The "constant" experiment's answers: well-formed lines of the spec's forms, as a real
+# decision on the bench's data would give them (the load client checks Allowed / Saved).
+_CONSTANT_PREPARE: Final = (
+    "Allowed 3600 15550001 70001 USA-Canada 1 carrier 0 0",
+    {"CALLGATE_MAXTIME": "3600", "CALLGATE_DESTINATION": "15550001", "CALLGATE_CALLERID": "70001",
+     "CALLGATE_DIRECTION": "USA-Canada", "CALLGATE_ROUTE_PREFIX": "1", "CALLGATE_ROUTE": "carrier",
+     "CALLGATE_PITCH_RX": "0", "CALLGATE_PITCH_TX": "0"},
+)  # fmt: skip
+_CONSTANT_FINISH: Final = (
+    "Saved USA-Canada [70001/15550001] via [carrier] 30 0.0050 EUR ANSWER",
+    {"CALLGATE_COST": "0.0050", "CALLGATE_CURRENCY": "EUR"},
+)
 
 
 def apply_experiments(names: Sequence[str]) -> None:
-    """Patch callgate in this process before it serves. Measurement only: these patches stand
-    in for changes the lead may decide to make; they are never part of callgate."""
-    if "noping" in names or "asynccommit" in names:
-        from sqlalchemy import event
+    """Patch callgate in this process before it serves. Measurement only: these patches take
+    a part of callgate out to see what the rest costs; they are never part of callgate."""
+    if "constant" in names:
+        from billing_core.api.dispatch import Dispatcher, Outcome
+        from billing_core.api.registry import REGISTRY, TextAnswer
 
-        from billing_core.db import engine as engine_module
-        from billing_core.services import container
+        real_call = Dispatcher.call
+        keys: dict[str | None, Any] = {}  # the HTTP key, looked up once: its answer form is plain text
 
-        original = engine_module.create_engine
+        async def call(self: Dispatcher, method_name: str, raw: Any, cred: Any) -> Outcome:
+            canned = {"callPrepare": _CONSTANT_PREPARE, "callFinish": _CONSTANT_FINISH}.get(method_name)
+            if canned is None:
+                return await real_call(self, method_name, raw, cred)
+            if cred.apikey not in keys:
+                keys[cred.apikey] = (await self._keys(await self.services.cache.generations(), cred))[0]
+            await asyncio.sleep(0)  # a real decision yields at least once (the database)
+            text, fields = canned
+            return Outcome(value=TextAnswer(text, text.split(" ", 1)[0], True, "", dict(fields)),
+                           method=REGISTRY.get(method_name), key=keys[cred.apikey])
 
-        def _async_commit(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("SET synchronous_commit TO off")
-            cursor.close()
-
-        def create_engine(url: str, *, pool_size: int = 10) -> Any:
-            engine = original(url, pool_size=pool_size)
-            if "noping" in names:
-                engine.sync_engine.pool._pre_ping = False
-            if "asynccommit" in names:
-                event.listen(engine.sync_engine, "connect", _async_commit)
-            return engine
-
-        setattr(container, "create_engine", create_engine)  # noqa: B010 - the name Services.build calls
-    if "noextlookup" in names:
-        from billing_core.services.profiles import Profiles
-
-        lookup = Profiles.extension
-
-        async def extension(self: Profiles, gens: Any, sip_extension: str) -> Any:
-            return None if len(sip_extension) > 8 else await lookup(self, gens, sip_extension)
-
-        Profiles.extension = extension  # type: ignore[method-assign]
+        Dispatcher.call = call  # type: ignore[method-assign]
 
 
 def serve_with_experiments(names: Sequence[str]) -> int:
@@ -1161,7 +1160,7 @@ def parser() -> argparse.ArgumentParser:
                         "that patches callgate first); CALLGATE_* settings still come from the environment")
     p.add_argument("--experiment", default="",
                    help="comma list of server variants to interleave, each 'none' or patches joined by '+' among "
-                        + ", ".join(EXPERIMENTS) + " (e.g. none,noping,noping+noextlookup; one worker only)")
+                        + ", ".join(EXPERIMENTS) + " (e.g. none,constant; one worker only)")
     p.add_argument("--serve-experiment", default=None, help=argparse.SUPPRESS)  # the patched server itself
     p.add_argument("--driver-overhead", type=int, default=0, metavar="N",
                    help="instead of the load: provision, then time N transactions through SQLAlchemy and asyncpg")

@@ -12,8 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import glob
 import multiprocessing
+import os
+import shutil
 import signal
+import tempfile
 from dataclasses import replace
 
 import structlog
@@ -22,6 +26,7 @@ from billing_core.api.dispatch import Dispatcher
 from billing_core.bootstrap import bootstrap
 from billing_core.config import Settings
 from billing_core.http.app import start_http
+from billing_core.http.metrics import MULTIPROC_DIR_ENV
 from billing_core.services.calls import run_expiry_loop
 from billing_core.services.container import Services
 from billing_core.services.spool import Spool
@@ -143,6 +148,7 @@ def serve(settings: Settings) -> None:
         _run(run_worker(settings, migrate=True, reuse_port=False))
         return
     _run(_migrate_only(settings))
+    own_metrics_dir = _shared_metrics_dir()
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=_worker_main, args=(replace(settings),)) for _ in range(workers)]
     for process in processes:
@@ -154,5 +160,27 @@ def serve(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, _terminate)
-    for process in processes:
-        process.join()
+    try:
+        for process in processes:
+            process.join()
+    finally:
+        if own_metrics_dir is not None:
+            shutil.rmtree(own_metrics_dir, ignore_errors=True)
+
+
+def _shared_metrics_dir() -> str | None:
+    """Make every worker's metrics land in one directory that a scrape of any worker adds up
+    (billing_core.http.metrics). An operator's PROMETHEUS_MULTIPROC_DIR is used after its old
+    files are removed (prometheus-client's rule: values of dead processes would count again);
+    otherwise a private directory is made, and returned so that it is removed at the end.
+    Workers are spawned, so they import prometheus-client after this and see the setting."""
+    configured = os.environ.get(MULTIPROC_DIR_ENV)
+    if configured:
+        os.makedirs(configured, exist_ok=True)
+        for stale in glob.glob(os.path.join(configured, "*.db")):
+            os.remove(stale)
+        log.info("callgate.metrics_dir", path=configured)
+        return None
+    made = tempfile.mkdtemp(prefix="callgate-metrics-")
+    os.environ[MULTIPROC_DIR_ENV] = made
+    return made

@@ -28,7 +28,7 @@ from typing import Any, Final, cast
 import structlog
 
 from billing_core.errors import ErrorCode
-from fastagi import wire
+from fastagi import metrics, wire
 from fastagi.contract import RESULT_DECLINED, VAR_ANSWER, VAR_ERROR, VAR_RESULT
 from fastagi.messages import AGIAnswer, AGIDispatcher, AGIRequest
 
@@ -127,8 +127,8 @@ class _Session(asyncio.Protocol):
     """
 
     __slots__ = (
-        "_buffer", "_commands", "_config", "_debug", "_dispatch", "_env", "_env_bytes", "_eof", "_finished", "_log",
-        "_loop", "_lost", "_lost_exc", "_outcome", "_overdue", "_oversized", "_reading_paused", "_reply",
+        "_buffer", "_commands", "_config", "_debug", "_dispatch", "_env", "_env_bytes", "_eof", "_error", "_finished",
+        "_log", "_loop", "_lost", "_lost_exc", "_outcome", "_overdue", "_oversized", "_reading_paused", "_reply",
         "_reply_bytes", "_server", "_skipping", "_started", "_state", "_task", "_timer", "_transport",
         "_writing_paused", "commands_sent", "context", "hangups_seen",
     )
@@ -162,6 +162,7 @@ class _Session(asyncio.Protocol):
         self._lost_exc: Exception | None = None
         self._finished = False
         self._outcome = "error"
+        self._error = ""  # the CALLGATE_ERROR sent, for the metrics
         self.context: dict[str, object] = {}
         self.commands_sent = 0
         self.hangups_seen = 0
@@ -392,6 +393,7 @@ class _Session(asyncio.Protocol):
         if encoded.truncated:
             self._log.warning("agi_answer_truncated", names=list(encoded.truncated), **self.context)
         self.context["result"] = variables.get(VAR_RESULT, "")
+        self._error = variables.get(VAR_ERROR, "")
         if self._debug:
             self._log.debug("agi_answer", variables=redacted(variables), **self.context)
         return encoded
@@ -515,10 +517,13 @@ class _Session(asyncio.Protocol):
         self._finished = True
         if self._timer is not None:
             self._timer.cancel()
+        duration_s = time.monotonic() - self._started
+        context = self.context
+        metrics.session_done(str(context.get("script", "")), str(context.get("result", "")), self._error,
+                             self._outcome, duration_s)
         if self._outcome != "cancelled":
             self._log.info("agi_session_done", outcome=self._outcome, commands=self.commands_sent,
-                           hangups=self.hangups_seen, duration_ms=round((time.monotonic() - self._started) * 1000, 1),
-                           **self.context)
+                           hangups=self.hangups_seen, duration_ms=round(duration_s * 1000, 1), **context)
         self._server._session_over(self)
 
 

@@ -1,13 +1,25 @@
-"""Prometheus metrics of the HTTP shim, exposed on GET /metrics.
+"""Prometheus metrics of the HTTP shim, and GET /metrics for the whole process.
 
 Label values are bounded: `method` is a registered method name or "-" (unknown names
 come from callers and would grow the series without limit), `result` is "ok",
-"declined" or an E_* code. Nothing else about a request is recorded.
+"declined" or an E_* code. Nothing else about a request is recorded. The FastAGI server's
+metrics (fastagi.metrics) are in the same exposition.
+
+With several workers (`CALLGATE_WORKERS`), a scrape reaches whichever worker the kernel
+picks, so each worker's own counters would be a different part of the truth every time.
+`callgate serve` then runs prometheus-client in its multiprocess mode: every worker writes
+its values to files in PROMETHEUS_MULTIPROC_DIR and a scrape adds up all workers' files.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+import os
+from typing import Final
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_DIR_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own setting
 
 UNKNOWN_METHOD = "-"
 
@@ -30,5 +42,10 @@ def observe(method: str, result: str, duration_s: float) -> None:
 
 
 def exposition() -> tuple[bytes, str]:
-    """The text exposition of every metric of this process and its content type."""
+    """The text exposition of every metric and its content type: this process's, or with
+    several workers every worker's, added up."""
+    if os.environ.get(MULTIPROC_DIR_ENV):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # prometheus-client leaves it unannotated
+        return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -98,10 +98,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def _wait_healthy(http_port: int, proc: subprocess.Popen[bytes]) -> None:
+async def _wait_healthy(http_port: int, proc: asyncio.subprocess.Process) -> None:
     async with aiohttp.ClientSession() as session:
         for _ in range(300):
-            assert proc.poll() is None, "callgate serve exited"
+            assert proc.returncode is None, "callgate serve exited"
             try:
                 async with session.get(f"http://{HOST}:{http_port}/healthz") as response:
                     if response.status == 200:
@@ -136,8 +136,8 @@ async def test_every_scrape_counts_the_sessions_of_every_worker(settings: Settin
         "CALLGATE_SPOOL_DIR": str(tmp_path / "spool"),
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
-    proc = subprocess.Popen([sys.executable, "-m", "callgate.cli", "serve"], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "callgate.cli", "serve", env=env, cwd=REPO,
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         await _wait_healthy(http_port, proc)
         sessions = 24
@@ -157,4 +157,4 @@ async def test_every_scrape_counts_the_sessions_of_every_worker(settings: Settin
                     assert _metric(await response.text(), labels) == sessions
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        await asyncio.wait_for(proc.wait(), timeout=30)

@@ -13,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
 
@@ -57,6 +58,14 @@ class Node:
         await self.services.close()
 
 
+def _metric(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+def _replayed(verdict: str) -> float:
+    return _metric("callgate_spool_replayed_total", {"verdict": verdict})
+
+
 @pytest.fixture
 async def pg_proxy(settings: Settings) -> AsyncIterator[TcpProxy | None]:
     if settings.is_sqlite:
@@ -83,6 +92,7 @@ async def test_database_outage_declines_decisions_and_spools_call_finish(
 ) -> None:
     world = await build_world(services)
     node = await Node(_through(settings, pg_proxy), tmp_path / "spool").start()
+    spooled_before, replayed_before = _metric("callgate_spool_appended_total"), _replayed("done")
     try:
         prepared = await node.agi("callPrepare", PREPARE, "o1")
         assert prepared["CALLGATE_RESULT"] == "Allowed"
@@ -105,6 +115,7 @@ async def test_database_outage_declines_decisions_and_spools_call_finish(
         assert spooled["CALLGATE_RESULT"] == "Spooled"
         assert spooled["CALLGATE_ERROR"] == "E_SQL_ERROR"
         assert len(node.bridge.spool.pending()) == 1  # type: ignore[union-attr]
+        assert _metric("callgate_spool_appended_total") == spooled_before + 1  # what an operator alerts on
         assert await balance_of(services, world.account) == Decimal("1.0000")
 
         # the database comes back: the spooled callFinish is applied exactly once
@@ -118,6 +129,7 @@ async def test_database_outage_declines_decisions_and_spools_call_finish(
         assert report is not None and report.done == 1 and report.pending == 0
         again = await node.bridge.replay_spool()
         assert again is not None and again.done == 0
+        assert _replayed("done") == replayed_before + 1
         # 6 s answered: one 6 s step at 0.06 + 0.05 connection fee
         assert await balance_of(services, world.account) == Decimal("0.8900")
         async with services.db.begin() as conn:

@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from billing_core.db.pg_batch import LedgerBatches
 from billing_core.errors import BackendUnavailable
@@ -77,6 +78,7 @@ async def test_items_arriving_during_a_statement_go_together_in_the_next() -> No
 
 
 async def test_a_failing_item_fails_alone() -> None:
+    refused_before = REGISTRY.get_sample_value("callgate_db_batch_failed_total") or 0.0
     statements = Statements(fail_on="c")
     batches = LedgerBatches(statements, in_flight=1)  # type: ignore[arg-type]
     tasks = await _while_busy(batches, statements, "a", "bcd")
@@ -87,6 +89,7 @@ async def test_a_failing_item_fails_alone() -> None:
     assert not isinstance(results[3], Exception) and results[3]["o_outcome"] == "done d"
     assert statements.sent == [["a"], ["b", "c", "d"], ["b"], ["c"], ["d"]]
     assert batches.failed_statements == 2  # the batch of three, then c alone
+    assert REGISTRY.get_sample_value("callgate_db_batch_failed_total") == refused_before + 2  # /metrics
 
 
 async def test_an_unavailable_database_fails_every_item_of_the_batch_and_the_next_works() -> None:

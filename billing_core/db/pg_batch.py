@@ -27,8 +27,13 @@ from typing import Any
 import asyncpg
 import msgspec
 import structlog
+from prometheus_client import Counter
 
 log = structlog.get_logger(__name__)
+
+FAILED_STATEMENTS = Counter(
+    "callgate_db_batch_failed", "Ledger batch statements PostgreSQL refused (each then split or sent again)"
+)
 
 # item (a JSON object per callgate_batch's fields) → the decision waiting for its row
 Pending = tuple[dict[str, Any], "asyncio.Future[asyncpg.Record]"]
@@ -71,6 +76,7 @@ class LedgerBatches:
             rows = await self._execute(_encode([item for item, _ in batch]).decode())
         except asyncpg.PostgresError as exc:
             self.failed_statements += 1
+            FAILED_STATEMENTS.inc()
             log.warning("db.batch_failed", items=len(batch), error=type(exc).__name__, sqlstate=exc.sqlstate)
             if len(batch) > 1:
                 for one in batch:  # find the item that failed: each in its own statement

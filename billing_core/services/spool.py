@@ -21,8 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from prometheus_client import Counter
 
 log = structlog.get_logger(__name__)
+
+# What an operator alerts on while the database is away: requests going into the spool,
+# and what became of them when they were replayed (done, or set aside in failed/).
+SPOOLED = Counter("callgate_spool_appended", "Requests written to the spool because the database was unavailable")
+REPLAYED = Counter("callgate_spool_replayed", "Spooled requests replayed, by verdict: done or failed", ["verdict"])
 
 
 class ReplayVerdict:
@@ -61,6 +67,7 @@ class Spool:
             os.fsync(dir_fd)  # make the rename itself durable
         finally:
             os.close(dir_fd)
+        SPOOLED.inc()
         return final
 
     def pending(self) -> list[Path]:
@@ -88,6 +95,7 @@ class Spool:
                 self._ensure()
                 path.rename(self.failed_dir / path.name)
                 failed += 1
+                REPLAYED.labels(verdict=ReplayVerdict.FAILED).inc()
                 continue
             verdict = await apply(item)
             if verdict == ReplayVerdict.RETRY:
@@ -96,8 +104,10 @@ class Spool:
                 self._ensure()
                 path.rename(self.failed_dir / path.name)
                 failed += 1
+                REPLAYED.labels(verdict=ReplayVerdict.FAILED).inc()
                 log.error("spool.item_failed", file=path.name)
             else:
                 path.unlink(missing_ok=True)
                 done += 1
+                REPLAYED.labels(verdict=ReplayVerdict.DONE).inc()
         return ReplayReport(done=done, failed=failed, pending=len(self.pending()))

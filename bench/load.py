@@ -81,6 +81,7 @@ from urllib.parse import quote, urlencode
 import aiohttp
 
 from bench.world import BenchWorld, Direction, pg_names, provision
+from billing_core.api.registry import TextAnswer
 from billing_core.config import Settings
 from billing_core.db.pg_call_ledger import asyncpg_dsn
 from fastagi.asterisk_parse import agi_shell_split, mset_decode
@@ -1069,16 +1070,19 @@ EXPERIMENTS: Final = {
 
 # The "constant" experiment's answers: well-formed lines of the spec's forms, as a real
 # decision on the bench's data would give them (the load client checks Allowed / Saved).
-_CONSTANT_PREPARE: Final = (
-    "Allowed 3600 15550001 70001 USA-Canada 1 carrier 0 0",
-    {"CALLGATE_MAXTIME": "3600", "CALLGATE_DESTINATION": "15550001", "CALLGATE_CALLERID": "70001",
-     "CALLGATE_DIRECTION": "USA-Canada", "CALLGATE_ROUTE_PREFIX": "1", "CALLGATE_ROUTE": "carrier",
-     "CALLGATE_PITCH_RX": "0", "CALLGATE_PITCH_TX": "0"},
-)  # fmt: skip
-_CONSTANT_FINISH: Final = (
-    "Saved USA-Canada [70001/15550001] via [carrier] 30 0.0050 EUR ANSWER",
-    {"CALLGATE_COST": "0.0050", "CALLGATE_CURRENCY": "EUR"},
-)
+# Made once: the transports only read them.
+_CONSTANT_ANSWERS: Final = {
+    "callPrepare": TextAnswer(
+        "Allowed 3600 15550001 70001 USA-Canada 1 carrier 0 0", "Allowed",
+        fields={"CALLGATE_MAXTIME": "3600", "CALLGATE_DESTINATION": "15550001", "CALLGATE_CALLERID": "70001",
+                "CALLGATE_DIRECTION": "USA-Canada", "CALLGATE_ROUTE_PREFIX": "1", "CALLGATE_ROUTE": "carrier",
+                "CALLGATE_PITCH_RX": "0", "CALLGATE_PITCH_TX": "0"},
+    ),
+    "callFinish": TextAnswer(
+        "Saved USA-Canada [70001/15550001] via [carrier] 30 0.0050 EUR ANSWER", "Saved",
+        fields={"CALLGATE_COST": "0.0050", "CALLGATE_CURRENCY": "EUR"},
+    ),
+}  # fmt: skip
 
 
 def apply_experiments(names: Sequence[str]) -> None:
@@ -1086,21 +1090,19 @@ def apply_experiments(names: Sequence[str]) -> None:
     a part of callgate out to see what the rest costs; they are never part of callgate."""
     if "constant" in names:
         from billing_core.api.dispatch import Dispatcher, Outcome
-        from billing_core.api.registry import REGISTRY, TextAnswer
+        from billing_core.api.registry import REGISTRY
 
         real_call = Dispatcher.call
         keys: dict[str | None, Any] = {}  # the HTTP key, looked up once: its answer form is plain text
 
         async def call(self: Dispatcher, method_name: str, raw: Any, cred: Any) -> Outcome:
-            canned = {"callPrepare": _CONSTANT_PREPARE, "callFinish": _CONSTANT_FINISH}.get(method_name)
+            canned = _CONSTANT_ANSWERS.get(method_name)
             if canned is None:
                 return await real_call(self, method_name, raw, cred)
             if cred.apikey not in keys:
                 keys[cred.apikey] = (await self._keys(await self.services.cache.generations(), cred))[0]
             await asyncio.sleep(0)  # a real decision yields at least once (the database)
-            text, fields = canned
-            return Outcome(value=TextAnswer(text, text.split(" ", 1)[0], True, "", dict(fields)),
-                           method=REGISTRY.get(method_name), key=keys[cred.apikey])
+            return Outcome(value=canned, method=REGISTRY.get(method_name), key=keys[cred.apikey])
 
         Dispatcher.call = call  # type: ignore[method-assign]
 

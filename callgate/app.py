@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import glob
 import multiprocessing
 import os
 import shutil
 import signal
 import tempfile
 from dataclasses import replace
+from pathlib import Path
 
 import structlog
 
@@ -176,9 +176,10 @@ def _shared_metrics_dir() -> str | None:
     Workers are spawned, so they import prometheus-client after this and see the setting."""
     configured = os.environ.get(MULTIPROC_DIR_ENV)
     if configured:
-        os.makedirs(configured, exist_ok=True)
-        for stale in glob.glob(os.path.join(configured, "*.db")):
-            os.remove(stale)
+        directory = Path(configured)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
         log.info("callgate.metrics_dir", path=configured)
         return None
     made = tempfile.mkdtemp(prefix="callgate-metrics-")

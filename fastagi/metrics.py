@@ -16,7 +16,6 @@ from billing_core.errors import ErrorCode
 from fastagi import contract
 
 NONE: Final = "-"
-_MAX_CHILDREN: Final = 1024
 _RESULTS: Final = frozenset({
     contract.RESULT_ALLOWED, contract.RESULT_DECLINED, contract.RESULT_SAVED, contract.RESULT_OK,
     contract.RESULT_FIN, contract.RESULT_SPOOLED, contract.RESULT_FAILED,
@@ -38,26 +37,23 @@ DURATION = Histogram(
 )
 
 
-# The labelled children by label values: `.labels()` costs ~10 µs a call (it checks and
-# locks), a dict lookup well under one; the sets are small and closed, so this stays small.
+# The labelled children by (bounded) label values: `.labels()` costs ~10 µs a call (it
+# checks and locks), a dict lookup well under one. The label sets are closed, so is this.
 _children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 
 
 def session_done(script: str, result: str, error: str, outcome: str, duration_s: float) -> None:
-    key = (script, result, error, outcome)
+    key = (
+        script if script in contract.SCRIPTS else NONE,
+        result if result in _RESULTS else NONE,
+        error if error in _ERRORS else NONE,
+        outcome,
+    )
     children = _children.get(key)
     if children is None:
-        bounded = script if script in contract.SCRIPTS else NONE
-        children = (
-            SESSIONS.labels(
-                script=bounded,
-                result=result if result in _RESULTS else NONE,
-                error=error if error in _ERRORS else NONE,
-                outcome=outcome,
-            ),
-            DURATION.labels(script=bounded),
+        children = _children[key] = (
+            SESSIONS.labels(script=key[0], result=key[1], error=key[2], outcome=outcome),
+            DURATION.labels(script=key[0]),
         )
-        if len(_children) < _MAX_CHILDREN:  # raw values from peers could be many: keep the known
-            _children[key] = children
     children[0].inc()
     children[1].observe(duration_s)

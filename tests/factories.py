@@ -11,7 +11,8 @@ from sqlalchemy import select, update
 from billing_core.auth.secrets_store import hash_password, md5_hex
 from billing_core.cache.keys import NAMESPACES
 from billing_core.db.tables import accounts, sip_extensions, users
-from billing_core.services.accounts import create_account, create_user, utcnow
+from billing_core.services.accounts import create_account, create_user
+from billing_core.services.clock import utcnow
 from billing_core.services.container import Services
 from billing_core.services.keys import add_key
 

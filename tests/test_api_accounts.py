@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 from billing_core.api.dispatch import Dispatcher, Outcome
 from billing_core.cache.keys import NAMESPACES
 from billing_core.db.tables import accounts, currencies, reservations, transactions
-from billing_core.services.accounts import utcnow
+from billing_core.services.clock import utcnow
 from billing_core.services.container import Services
 from tests.factories import MadeUser, balance_of, make_user
 from tests.test_api_users import Keys, call, code, login, make_keys

@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from billing_core.api.dispatch import Dispatcher
 from billing_core.db.tables import reservations
 from billing_core.errors import ErrorCode
-from billing_core.services import ledger
+from billing_core.services import clock, ledger
 from billing_core.services.container import Services
 from tests.conftest import BACKENDS
 from tests.factories import MadeUser, balance_of, make_key, make_user
@@ -40,7 +40,7 @@ async def _expire_in_db(services: Services, call_uid: str) -> None:
         await conn.execute(
             update(reservations)
             .where(reservations.c.call_uid == call_uid)
-            .values(expires_at=ledger.utcnow() - timedelta(seconds=1))
+            .values(expires_at=clock.utcnow() - timedelta(seconds=1))
         )
 
 

@@ -568,9 +568,8 @@ def test_the_env_builder_matches_a_recorded_block() -> None:
 # --- the protocol's edges --------------------------------------------------------------------
 
 
-def env_bytes(script: str = "callPrepare", *, query: str = "destination=1", newline: bytes = b"\n",
-              extra: dict[str, str] | None = None) -> bytes:
-    lines = build_env(script, query=query, extra_env=extra) if extra else build_env(script, query=query)
+def env_bytes(script: str = "callPrepare", *, query: str = "destination=1", newline: bytes = b"\n") -> bytes:
+    lines = build_env(script, query=query)
     return b"".join(line.encode() + newline for line in lines) + newline
 
 
@@ -691,14 +690,18 @@ async def test_a_dispatcher_timeout_error_is_declined_as_a_backend_timeout(make_
     assert result.variables == declined("E_SQL_ERROR")
 
 
+def _coro_name(task: asyncio.Task[Any]) -> str:
+    return getattr(task.get_coro(), "__name__", "")
+
+
 async def test_a_cancelled_dispatch_drops_the_session(make_server: ServerFactory,
                                                       info_logs: list[MutableMapping[str, Any]]) -> None:
     server = await make_server(sleeping_forever)
     reader, writer = await asyncio.open_connection(HOST, server.port)
     writer.write(env_bytes())
     await writer.drain()
-    await wait_until(lambda: any(t.get_coro().__name__ == "_run_dispatch" for t in asyncio.all_tasks()))
-    [task] = [t for t in asyncio.all_tasks() if t.get_coro().__name__ == "_run_dispatch"]
+    await wait_until(lambda: any(_coro_name(t) == "_run_dispatch" for t in asyncio.all_tasks()))
+    [task] = [t for t in asyncio.all_tasks() if _coro_name(t) == "_run_dispatch"]
     task.cancel()
     assert await read_to_eof(reader) == b""
     writer.close()

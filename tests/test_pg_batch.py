@@ -84,9 +84,9 @@ async def test_a_failing_item_fails_alone() -> None:
     tasks = await _while_busy(batches, statements, "a", "bcd")
     statements.gate.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
-    assert [r if isinstance(r, Exception) else r["o_outcome"] for r in results[:2]] == ["done a", "done b"]
+    assert [r if isinstance(r, BaseException) else r["o_outcome"] for r in results[:2]] == ["done a", "done b"]
     assert isinstance(results[2], asyncpg.exceptions.NoDataFoundError)
-    assert not isinstance(results[3], Exception) and results[3]["o_outcome"] == "done d"
+    assert not isinstance(results[3], BaseException) and results[3]["o_outcome"] == "done d"
     assert statements.sent == [["a"], ["b", "c", "d"], ["b"], ["c"], ["d"]]
     assert batches.failed_statements == 2  # the batch of three, then c alone
     assert REGISTRY.get_sample_value("callgate_db_batch_failed_total") == refused_before + 2  # /metrics

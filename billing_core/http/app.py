@@ -35,6 +35,7 @@ from billing_core.api.dispatch import Credentials, Dispatcher
 from billing_core.errors import ApiError, ErrorCode
 from billing_core.http import answers, metrics
 from billing_core.http.form import MAX_BODY_BYTES, BadInput, request_arguments
+from billing_core.services.spool import Spool, SpoolBacklog
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +45,7 @@ API_ROUTE = API_PREFIX + "{version}/{key}/{method}"
 HEALTH_TIMEOUT_S = 1.0
 
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+SPOOL_BACKLOG = web.AppKey("spool_backlog", SpoolBacklog)
 
 
 @dataclass(slots=True)
@@ -89,8 +91,8 @@ async def _healthz(request: web.Request) -> web.StreamResponse:
     return web.Response(text="ok")
 
 
-async def _metrics(_request: web.Request) -> web.StreamResponse:
-    body, content_type = metrics.exposition()
+async def _metrics(request: web.Request) -> web.StreamResponse:
+    body, content_type = metrics.exposition((request.app[SPOOL_BACKLOG],))
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
@@ -146,6 +148,7 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 def build_app(dispatcher: Dispatcher) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_guard])
     app[DISPATCHER] = dispatcher
+    app[SPOOL_BACKLOG] = SpoolBacklog(Spool(dispatcher.services.settings.spool_dir))
     # add_route, not add_get: add_get would also answer HEAD by running the method.
     app.router.add_route("GET", API_ROUTE, _api)
     app.router.add_route("POST", API_ROUTE, _api)

@@ -14,10 +14,12 @@ its values to files in PROMETHEUS_MULTIPROC_DIR and a scrape adds up all workers
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 MULTIPROC_DIR_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own setting
 
@@ -41,11 +43,17 @@ def observe(method: str, result: str, duration_s: float) -> None:
     DURATION.labels(method=method).observe(duration_s)
 
 
-def exposition() -> tuple[bytes, str]:
+def exposition(live: Iterable[Collector] = ()) -> tuple[bytes, str]:
     """The text exposition of every metric and its content type: this process's, or with
-    several workers every worker's, added up."""
+    several workers every worker's, added up. `live` collectors read shared state at scrape
+    time (the spool's directory), so they are the same from any worker and are not added up."""
     if os.environ.get(MULTIPROC_DIR_ENV):
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # prometheus-client leaves it unannotated
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        body = generate_latest(registry)
+    else:
+        body = generate_latest(REGISTRY)
+    scraped = CollectorRegistry()
+    for collector in live:
+        scraped.register(collector)
+    return body + generate_latest(scraped), CONTENT_TYPE_LATEST

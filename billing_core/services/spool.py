@@ -15,13 +15,15 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 from prometheus_client import Counter
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +77,12 @@ class Spool:
             return []
         return sorted(p for p in self.directory.glob("*.json") if p.is_file())
 
+    def failed(self) -> list[Path]:
+        """Items set aside for an operator: they are never replayed on their own."""
+        if not self.failed_dir.exists():
+            return []
+        return sorted(p for p in self.failed_dir.glob("*.json") if p.is_file())
+
     async def replay(self, apply: Callable[[dict[str, Any]], Awaitable[str]]) -> ReplayReport:
         """Replay what is pending; with several workers only one replays at a time."""
         self._ensure()
@@ -111,3 +119,45 @@ class Spool:
                 done += 1
                 REPLAYED.labels(verdict=ReplayVerdict.DONE).inc()
         return ReplayReport(done=done, failed=failed, pending=len(self.pending()))
+
+
+def _spooled_at(path: Path) -> float:
+    """When an item was spooled, in epoch seconds: its name starts with time.time_ns()."""
+    stamp = path.name.partition("-")[0]
+    if stamp.isdigit():
+        return int(stamp) / 1e9
+    return path.stat().st_mtime  # not a name append() gave: the file's own time
+
+
+class SpoolBacklog(Collector):
+    """The spool's backlog, read from its directory at scrape time.
+
+    Counters say how many requests went in and came out; what an operator alerts on is
+    what is still waiting, and for how long. Every worker spools into the same directory,
+    so any worker's scrape gives the whole backlog, in multiprocess mode too.
+    """
+
+    def __init__(self, spool: Spool, clock: Callable[[], float] = time.time) -> None:
+        self._spool = spool
+        self._clock = clock
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            pending, failed = self._spool.pending(), self._spool.failed()
+            oldest = self._clock() - _spooled_at(pending[0]) if pending else 0.0
+        except OSError:  # unreadable, or an item replayed while we looked: skip this scrape
+            log.warning("spool.backlog_unreadable", directory=str(self._spool.directory))
+            return
+        yield from self._families(len(pending), len(failed), max(oldest, 0.0))
+
+    @staticmethod
+    def _families(pending: float | None = None, failed: float | None = None,
+                  oldest_s: float | None = None) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily("callgate_spool_pending", "Spooled requests waiting to be replayed", value=pending)
+        yield GaugeMetricFamily("callgate_spool_failed",
+                                "Spooled requests set aside in failed/ for an operator", value=failed)
+        yield GaugeMetricFamily("callgate_spool_oldest_age_seconds",
+                                "Age of the oldest request waiting to be replayed (0 when none is)", value=oldest_s)

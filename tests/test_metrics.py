@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -27,8 +26,8 @@ from fastagi.messages import AGIAnswer, AGIRequest
 from fastagi.server import FastAGIServer, ServerConfig
 from tests.asterisk_sim import run_agi_session
 from tests.conftest import BACKENDS
+from tests.ports import HOST, free_port
 
-HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -92,12 +91,6 @@ async def test_a_session_without_an_env_block_is_counted_as_it_ended(agi_port: i
 # --- two workers ------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 async def _wait_healthy(http_port: int, proc: asyncio.subprocess.Process) -> None:
     async with aiohttp.ClientSession() as session:
         for _ in range(300):
@@ -120,7 +113,7 @@ def _metric(exposition: str, labels: str) -> float:
 @pytest.mark.skipif("server" not in BACKENDS, reason="several workers need PostgreSQL and Redis")
 @pytest.mark.parametrize("settings", ["server"], indirect=True)
 async def test_every_scrape_counts_the_sessions_of_every_worker(settings: Settings, tmp_path: Path) -> None:
-    agi_port, http_port = _free_port(), _free_port()
+    agi_port, http_port = free_port(), free_port()
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     (metrics_dir / "counter_1.db").write_bytes(b"left by a run before: unreadable")  # must be removed

@@ -1,0 +1,182 @@
+"""The README's provisioning walkthrough, run as written against a real `callgate serve` on
+the embedded default, in an empty directory.
+
+The setup block's lines run one by one in bash (the placeholders <PORTAL_KEY> and
+<AGI_KEY> become the keys `callgate keys add` printed, port 8080 and 4573 the test's
+own). In the session block, each `$ command` runs and the lines after it are what it must
+print: a line without `…` must be a line of the output, a line with `…` must have each of
+its pieces in the output; `# comments` are prose. So the README cannot drift from what
+callgate does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.ports import HOST, free_port
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+SECTION = "## Provisioning walkthrough"
+_COMMENT = re.compile(r"\s+#\s.*$")  # a `#` after whitespace starts prose; URLs have none
+# Without curl (a bare laptop), the same GET through Python's urllib, printing the body.
+_CURL_SHIM = (
+    'curl() { "$CALLGATE_TEST_PYTHON" -c \'import sys, urllib.request; '
+    'sys.stdout.write(urllib.request.urlopen(sys.argv[-1]).read().decode())\' "$@"; }\n'
+)
+
+
+def sh_blocks(markdown: str, heading: str) -> list[list[str]]:
+    """The ```sh blocks of one `## ` section, as lists of lines."""
+    section = markdown.split(heading, 1)[1].split("\n## ", 1)[0]
+    return [block.splitlines() for block in re.findall(r"```sh\n(.*?)```", section, re.DOTALL)]
+
+
+def without_comment(line: str) -> str:
+    return _COMMENT.sub("", line).rstrip()
+
+
+@dataclass
+class Shell:
+    """Runs README lines in bash with the walkthrough's variables, in its own directory."""
+
+    cwd: Path
+    env: dict[str, str]
+    agi_port: int
+    http_port: int
+    keys: dict[str, str] = field(default_factory=dict)
+    variables: dict[str, str] = field(default_factory=dict)
+
+    def expand(self, line: str) -> str:
+        for placeholder, key in self.keys.items():
+            line = line.replace(placeholder, key)
+        return line.replace("127.0.0.1:8080", f"{HOST}:{self.http_port}")
+
+    def run(self, line: str) -> str:
+        prelude = "".join(f"{name}={value!r}\n" for name, value in self.variables.items())
+        if shutil.which("curl") is None:
+            prelude += _CURL_SHIM
+        done = subprocess.run(["bash", "-c", prelude + self.expand(line)], cwd=self.cwd, env=self.env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"{line!r} exited {done.returncode}: {done.stderr[-2000:]}"
+        return done.stdout
+
+
+def _wait_healthy(port: int, serve: subprocess.Popen[bytes]) -> None:
+    for _ in range(300):
+        assert serve.poll() is None, "callgate serve exited"
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{port}/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError("callgate serve did not become healthy")
+
+
+def _run_setup(shell: Shell, lines: list[str]) -> subprocess.Popen[bytes]:
+    serve: subprocess.Popen[bytes] | None = None
+    for raw in lines:
+        line = without_comment(raw)
+        if not line:
+            continue
+        if line == "callgate serve &":
+            serve = subprocess.Popen(["callgate", "serve"], cwd=shell.cwd, env=shell.env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _wait_healthy(shell.http_port, serve)
+        elif match := re.fullmatch(r"(\w+)=(\S+)", line):
+            shell.variables[match[1]] = shell.expand(match[2])
+        else:
+            out = shell.run(line)
+            if line.startswith("callgate keys add"):
+                placeholder = re.search(r"<\w+_KEY>", raw)
+                assert placeholder, f"the README names no key for {raw!r}"
+                shell.keys[placeholder[0]] = out.split()[-1]  # the key is printed last
+            if line.startswith("curl "):
+                assert '"result": true' in out, f"{line!r} answered {out!r}"
+                promised = raw.split("# ", 1)[1] if "# {" in raw else ""
+                for piece in _pieces(promised):
+                    assert piece in out, f"{line!r}: {piece!r} not in {out!r}"
+    assert serve is not None, "the walkthrough never starts callgate serve"
+    return serve
+
+
+def _pieces(expected: str) -> list[str]:
+    """The parts of an expected line around each `…`, without the separators next to it."""
+    return [piece.strip().strip(",").strip() for piece in expected.split("…") if piece.strip(" ,")]
+
+
+def _transcript(lines: list[str]) -> list[tuple[str, list[str]]]:
+    steps: list[tuple[str, list[str]]] = []
+    for line in lines:
+        if line.startswith("$ "):
+            steps.append((line[2:], []))
+        elif steps:
+            steps[-1][1].append(without_comment(line))
+    return steps
+
+
+def _check_output(command: str, out: str, expected: list[str]) -> None:
+    actual_lines = out.splitlines()
+    for line in expected:
+        if line.strip() in ("", "…"):
+            continue
+        if "…" in line:
+            for piece in _pieces(line):
+                assert piece in out, f"{command!r}: {piece!r} not in {out!r}"
+        else:
+            assert line in actual_lines, f"{command!r}: {line!r} not a line of {out!r}"
+
+
+def test_the_readme_walkthrough_works_as_written(tmp_path: Path) -> None:
+    blocks = sh_blocks(README.read_text(encoding="utf-8"), SECTION)
+    assert len(blocks) == 2, "the walkthrough has a setup block and a session block"
+    setup, session = blocks
+    agi_port, http_port = free_port(), free_port()
+    env = {name: value for name, value in os.environ.items() if not name.startswith("CALLGATE_")}
+    env |= {
+        # Only the ports differ from the defaults: the database is ./callgate.db, the cache
+        # in process, the spool ./spool, as on a fresh laptop.
+        "CALLGATE_AGI_LISTEN": f"{HOST}:{agi_port}",
+        "CALLGATE_HTTP_LISTEN": f"{HOST}:{http_port}",
+        "CALLGATE_TEST_PYTHON": sys.executable,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    shell = Shell(tmp_path, env, agi_port, http_port)
+    serve = _run_setup(shell, setup)
+    try:
+        steps = _transcript(session)
+        assert [command.split()[1] for command in (c for c, _ in steps)][:2] == ["agi", "agi"]
+        for command, expected in steps:
+            _check_output(command, shell.run(command), expected)
+
+        # "Running the same callFinish again … answers the same line and charges nothing more."
+        finish = next(command for command, _ in steps if "callFinish" in command)
+        balance = next(command for command, _ in steps if "property=balance" in command)
+        before = shell.run(balance)
+        first_answer = [line for line in shell.run(finish).splitlines() if line.startswith("CALLGATE_ANSWER=")]
+        assert first_answer and first_answer[0].startswith("CALLGATE_ANSWER=Saved ")
+        assert shell.run(balance) == before
+    finally:
+        serve.terminate()
+        serve.wait(timeout=30)
+    assert (tmp_path / "callgate.db").exists()  # the embedded default, in the working directory
+
+
+@pytest.mark.parametrize(("expected", "pieces"), [
+    ('{"id": 1, …, "route": "a", …}], …}', ['{"id": 1', '"route": "a"', "}]", "}"]),
+    ("…", []),
+])  # fmt: skip
+def test_pieces_split_on_the_ellipsis(expected: str, pieces: list[str]) -> None:
+    assert _pieces(expected) == pieces

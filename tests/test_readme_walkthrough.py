@@ -157,7 +157,7 @@ def test_the_readme_walkthrough_works_as_written(tmp_path: Path) -> None:
     serve = _run_setup(shell, setup)
     try:
         steps = _transcript(session)
-        assert [command.split()[1] for command in (c for c, _ in steps)][:2] == ["agi", "agi"]
+        assert [command.split()[1] for command, _ in steps[:2]] == ["agi", "agi"]
         for command, expected in steps:
             _check_output(command, shell.run(command), expected)
 

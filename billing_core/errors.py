@@ -93,3 +93,11 @@ class BackendUnavailable(ApiError):
 
     def __init__(self, detail: str = "database unavailable") -> None:
         super().__init__(ErrorCode.E_SQL_ERROR, detail)
+
+
+class UnexpectedFailure(ApiError):
+    """Not a verdict on the request: a bug, or a state of the store nothing maps yet (it is
+    E_LUA_EXCEPTION on the wire). A valid callFinish that meets one is spooled, not lost."""
+
+    def __init__(self, detail: str = "unexpected failure") -> None:
+        super().__init__(ErrorCode.E_LUA_EXCEPTION, detail)

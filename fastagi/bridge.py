@@ -7,11 +7,14 @@ Every variable of the script is set on every answer (empty when not applicable),
 dialplan that loops (failover, DID rule chains) never reads a value left over from the
 previous round.
 
-A callFinish that cannot reach the database is written to the on-disk spool and
-answered `CALLGATE_RESULT=Spooled` (the dialplan has nothing to do: the charge is
-applied when the database is back, exactly once, since callFinish is idempotent per
-call and priority). Any other decision during an outage is declined with E_SQL_ERROR:
-callgate fails closed.
+A valid callFinish answers `Saved` or `Spooled`, nothing else: one that cannot reach the
+database, times out, or meets any failure that is not a verdict on the request itself (an
+unexpected exception: a bug, or a connection state nothing maps yet) is written to the
+on-disk spool and answered `CALLGATE_RESULT=Spooled` (the dialplan has nothing to do: the
+charge is applied when the database is back, exactly once, since callFinish is idempotent
+per call and priority). `Failed` is left for requests that can never succeed (missing or
+invalid arguments, unknown login, no route and no hold). Any other decision during an
+outage is declined with E_SQL_ERROR: callgate fails closed.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import structlog
 
 from billing_core.api.dispatch import Credentials, Dispatcher, Outcome
 from billing_core.api.registry import TextAnswer
-from billing_core.errors import ApiError, ErrorCode
+from billing_core.errors import ApiError, ErrorCode, UnexpectedFailure
 from billing_core.services.spool import ReplayReport, ReplayVerdict, Spool
 from fastagi import contract
 from fastagi.messages import AGIAnswer, AGIRequest
@@ -94,8 +97,12 @@ class AGIBridge:
             # A store that hangs is an unavailable store: decline, or spool a callFinish.
             log.warning("agi.dispatch_timeout", script=script, timeout_s=self.timeout_s)
             outcome = Outcome(error=ApiError(ErrorCode.E_SQL_ERROR, "backend timed out"))
+        except Exception as exc:  # the dispatcher maps its own; this is a backstop that still spools
+            log.error("agi.dispatch_failed", script=script, error=type(exc).__name__)
+            outcome = Outcome(error=UnexpectedFailure())
         if self._must_spool(script, outcome):
-            return self._spool(request, args)
+            assert outcome.error is not None
+            return self._spool(request, args, outcome.error.code)
         return answer_for_outcome(script, outcome)
 
     def _must_spool(self, script: str, outcome: Outcome) -> bool:
@@ -103,19 +110,19 @@ class AGIBridge:
             self.spool is not None
             and script == contract.SCRIPT_CALL_FINISH
             and outcome.error is not None
-            and outcome.error.code is ErrorCode.E_SQL_ERROR
+            and (outcome.error.code is ErrorCode.E_SQL_ERROR or isinstance(outcome.error, UnexpectedFailure))
         )
 
-    def _spool(self, request: AGIRequest, args: dict[str, str]) -> AGIAnswer:
+    def _spool(self, request: AGIRequest, args: dict[str, str], code: ErrorCode) -> AGIAnswer:
         assert self.spool is not None
         self.spool.append(
             {"method": request.script, "args": args, "peer_ip": request.peer_ip, "call_uid": request.uniqueid}
         )
-        log.warning("agi.call_finish_spooled", call_uid=request.uniqueid, peer=request.peer_ip)
+        log.warning("agi.call_finish_spooled", call_uid=request.uniqueid, peer=request.peer_ip, error=code.value)
         variables = _blank(request.script)
         variables[contract.VAR_RESULT] = contract.RESULT_SPOOLED
-        variables[contract.VAR_ERROR] = ErrorCode.E_SQL_ERROR.value
-        variables[contract.VAR_ANSWER] = f"{contract.RESULT_SPOOLED} {ErrorCode.E_SQL_ERROR.value}"
+        variables[contract.VAR_ERROR] = code.value  # why it was spooled: an outage, or unexpected
+        variables[contract.VAR_ANSWER] = f"{contract.RESULT_SPOOLED} {code.value}"
         return AGIAnswer(variables)
 
     async def replay_spool(self) -> ReplayReport | None:
@@ -140,6 +147,8 @@ class AGIBridge:
             return ReplayVerdict.DONE
         if outcome.error.code is ErrorCode.E_SQL_ERROR:
             return ReplayVerdict.RETRY
+        # An unexpected failure again (not an outage: those are E_SQL_ERROR) goes aside to
+        # failed/ for an operator rather than stopping every replay behind it.
         log.error("agi.spool_rejected", call_uid=cred.call_uid, error=outcome.error.code.value)
         return ReplayVerdict.FAILED
 

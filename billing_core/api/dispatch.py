@@ -34,6 +34,7 @@ from billing_core.errors import (
     ErrorCode,
     KeyRejected,
     SourceForbidden,
+    UnexpectedFailure,
 )
 from billing_core.records import KeyRecord, UserRecord
 from billing_core.services.container import Services
@@ -135,7 +136,7 @@ class Dispatcher:
                 error=type(exc).__name__,
                 where=_innermost_frame(exc),
             )
-            return Outcome(error=ApiError(ErrorCode.E_LUA_EXCEPTION), method=method, key=key)
+            return Outcome(error=UnexpectedFailure(), method=method, key=key)
 
     async def _key_and_user(
         self, gens: dict[str, int] | None, candidates: list[KeyRecord], method: MethodDef, raw: Mapping[str, str]

@@ -41,6 +41,10 @@ log = structlog.get_logger(__name__)
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # asyncpg's own view of a connection whose protocol state broke (seen when PostgreSQL
+    # restarted under in-flight statements: "cannot switch to state …"): the connection is
+    # unusable, the database will be back, so it is an outage like a lost socket.
+    asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections
     OSError,

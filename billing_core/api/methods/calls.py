@@ -26,7 +26,9 @@ def _empty_is_none(value: Any) -> Any:
 Prior = Annotated[int, Field(ge=1, le=1000)]
 Seconds = Annotated[Num, Field(ge=0, le=2**31 - 1)]
 Millis = Annotated[Int | None, BeforeValidator(_empty_is_none), Field(ge=0)]
-CallId = Annotated[str | None, BeforeValidator(_empty_is_none), StringConstraints(max_length=64)]
+# The length applies to the string only: on `str | None` pydantic applied it to the None an
+# empty `call_id=` became and raised TypeError (E_LUA_EXCEPTION, HTTP 500), not a verdict.
+CallId = Annotated[Annotated[str, StringConstraints(max_length=64)] | None, BeforeValidator(_empty_is_none)]
 
 
 class CallPrepareParams(Params):

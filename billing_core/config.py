@@ -9,7 +9,8 @@
 | CALLGATE_WORKERS | 1 | processes sharing the ports with SO_REUSEPORT |
 | CALLGATE_SECRET_FILE | ./.callgate-secret | key that encrypts stored SIP passwords and PINs (created if missing) |
 | CALLGATE_MAX_CALL_S | 14400 | ceiling of any call's max time |
-| CALLGATE_RESERVATION_GRACE_S | 120 | a reservation expires max time + this after callPrepare |
+| CALLGATE_RING_TIMEOUT_S | 60 | how long a call may ring: callPrepare answers it as CALLGATE_RINGTIME (Dial's time-out) and a hold lasts it on top of max time + grace |
+| CALLGATE_RESERVATION_GRACE_S | 120 | a reservation expires ring time-out + max time + this after callPrepare |
 | CALLGATE_BAN_SECONDS | 0 | how long an IP that used a bad key stays banned; 0 = indefinitely (the spec) |
 | CALLGATE_BAN_WHITELIST | (empty) | comma-separated IP masks that are never banned |
 | CALLGATE_DISA_MAX_FAILURES | 5 | failed DISA logins from one caller ID before a lock-out |
@@ -36,6 +37,14 @@ def _host_port(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _positive(name: str, value: str) -> int:
+    # Dial's time-out: 0 or less would mean "ring forever", which no hold can outlast.
+    number = int(value)
+    if number <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return number
+
+
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
@@ -51,6 +60,7 @@ class Settings:
     workers: int = 1
     secret_file: str = "./.callgate-secret"
     max_call_s: int = 14400
+    ring_timeout_s: int = 60
     reservation_grace_s: int = 120
     ban_seconds: int = 0
     ban_whitelist: tuple[str, ...] = ()
@@ -83,6 +93,7 @@ class Settings:
             workers=int(env.get("CALLGATE_WORKERS", "1")),
             secret_file=env.get("CALLGATE_SECRET_FILE", cls.secret_file),
             max_call_s=int(env.get("CALLGATE_MAX_CALL_S", "14400")),
+            ring_timeout_s=_positive("CALLGATE_RING_TIMEOUT_S", env.get("CALLGATE_RING_TIMEOUT_S", "60")),
             reservation_grace_s=int(env.get("CALLGATE_RESERVATION_GRACE_S", "120")),
             ban_seconds=int(env.get("CALLGATE_BAN_SECONDS", "0")),
             ban_whitelist=_csv(env.get("CALLGATE_BAN_WHITELIST", "")),

@@ -32,6 +32,9 @@ SCRIPT_VARIABLES: Final[dict[str, tuple[str, ...]]] = {
         "CALLGATE_ROUTE",
         "CALLGATE_PITCH_RX",
         "CALLGATE_PITCH_TX",
+        # Seconds the dialplan lets the call ring (Dial's time-out); the hold is sized for
+        # it (CALLGATE_RING_TIMEOUT_S). FastAGI only: not part of the spec's text answer.
+        "CALLGATE_RINGTIME",
     ),
     SCRIPT_CALL_FINISH: ("CALLGATE_COST", "CALLGATE_CURRENCY"),
     SCRIPT_AUTHORIZE_CALL: ("CALLGATE_EXTENSION",),

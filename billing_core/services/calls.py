@@ -146,7 +146,9 @@ def declined(code: ErrorCode) -> CallAnswer:
     return CallAnswer(text=f"Declined {code.value}", result="Declined", ok=False, error=code.value)
 
 
-def allowed(caller: Caller, rating: Rating, max_time_s: int) -> CallAnswer:
+def allowed(caller: Caller, rating: Rating, max_time_s: int, *, ring_s: int) -> CallAnswer:
+    """The spec's Allowed line; the fields add CALLGATE_RINGTIME (Dial's time-out, which the
+    hold lasts for), which is callgate's own and so not in the text."""
     fields = {
         "CALLGATE_MAXTIME": str(max_time_s),
         "CALLGATE_DESTINATION": rating.destination,
@@ -158,6 +160,7 @@ def allowed(caller: Caller, rating: Rating, max_time_s: int) -> CallAnswer:
         "CALLGATE_PITCH_TX": caller.pitch,
     }
     text = " ".join(["Allowed", *(_token(v) for v in fields.values())])
+    fields["CALLGATE_RINGTIME"] = str(ring_s)
     return CallAnswer(text=text, result="Allowed", fields=fields)
 
 
@@ -208,7 +211,8 @@ async def prepare_call(
         return await _hold(services, caller, rating, prior=prior, call_uid=call_uid)
     except DuplicateCall:
         # The same (call_uid, prior) was held concurrently (for another account).
-        return _replay_hold(caller, await services.call_ledger.find_reservation(call_uid, prior))
+        existing = await services.call_ledger.find_reservation(call_uid, prior)
+        return _replay_hold(caller, existing, services.settings.ring_timeout_s)
 
 
 def _plan(rating: Rating, cap_s: int, available: Decimal) -> tuple[int, Decimal] | None:
@@ -236,6 +240,7 @@ async def _hold(services: Services, caller: Caller, rating: Rating, *, prior: in
     allowed at all (one round trip when the money is there); a `short` answer says what is
     available, and the hold is planned again for that, until it fits or not one step does."""
     cap_s = call_cap(services, caller)
+    settings = services.settings
     locked_in = rating.to_json()
     available = UNLIMITED
     for _ in range(MAX_HOLD_ATTEMPTS):
@@ -248,12 +253,14 @@ async def _hold(services: Services, caller: Caller, rating: Rating, *, prior: in
             Hold(
                 call_uid=call_uid, prior=prior, account_id=caller.user.account_id, user_id=caller.user.id,
                 amount=amount, max_time_s=max_time_s, now=now,
-                expires_at=ledger.expiry_for(now, max_time_s, services.settings.reservation_grace_s),
+                expires_at=ledger.expiry_for(
+                    now, ring_s=settings.ring_timeout_s, max_time_s=max_time_s, grace_s=settings.reservation_grace_s
+                ),
                 rating=locked_in,
             )
         )  # fmt: skip
         if attempt.outcome == "exists":
-            return _replay_hold(caller, attempt.reservation)
+            return _replay_hold(caller, attempt.reservation, settings.ring_timeout_s)
         if attempt.outcome == "finished":
             raise ApiError(ErrorCode.E_DATA_ABORT, "this call attempt is finished already")
         if attempt.outcome == "held":
@@ -261,7 +268,7 @@ async def _hold(services: Services, caller: Caller, rating: Rating, *, prior: in
                 "call.prepared", call_uid=call_uid, prior=prior, user=caller.user.username,
                 direction=rating.direction, route=rating.route, max_time_s=max_time_s, reserved=str(amount),
             )  # fmt: skip
-            return allowed(caller, rating, max_time_s)
+            return allowed(caller, rating, max_time_s, ring_s=settings.ring_timeout_s)
         assert attempt.available is not None
         available = attempt.available
     # Other calls of this account kept taking the money between our attempts.
@@ -269,10 +276,10 @@ async def _hold(services: Services, caller: Caller, rating: Rating, *, prior: in
     return _log_decline(ErrorCode.E_INSUFFICIENT_MONEY, caller, call_uid, prior)
 
 
-def _replay_hold(caller: Caller, existing: ledger.Reservation | None) -> CallAnswer:
+def _replay_hold(caller: Caller, existing: ledger.Reservation | None, ring_s: int) -> CallAnswer:
     if existing is None or existing.rating is None or existing.account_id != caller.user.account_id:
         raise ApiError(ErrorCode.E_DATA_ABORT, "this call id is already in use")
-    return allowed(caller, Rating.from_json(existing.rating), existing.max_time_s)
+    return allowed(caller, Rating.from_json(existing.rating), existing.max_time_s, ring_s=ring_s)
 
 
 def _log_decline(code: ErrorCode, caller: Caller, call_uid: str, prior: int, detail: str = "") -> CallAnswer:

@@ -190,5 +190,9 @@ async def run_expiry_loop(services: Services, interval_s: float) -> None:
         await asyncio.sleep(interval_s)
 
 
-def expiry_for(now: datetime, max_time_s: int, grace_s: int) -> datetime:
-    return now + timedelta(seconds=max_time_s + grace_s)
+def expiry_for(now: datetime, *, ring_s: int, max_time_s: int, grace_s: int) -> datetime:
+    """When a hold placed at `now` stops counting: after its call may have rung (`ring_s`,
+    Dial's time-out), then talked its max time (L() from the answer), plus a grace for the
+    hangup handler's callFinish. Counting from callPrepare without the ring time let a call
+    that rang long lose its hold while it rang, and other calls take the money."""
+    return now + timedelta(seconds=ring_s + max_time_s + grace_s)

@@ -23,6 +23,7 @@ import asyncio
 
 import structlog
 
+from billing_core import deadline
 from billing_core.api.dispatch import Credentials, Dispatcher, Outcome
 from billing_core.api.registry import TextAnswer
 from billing_core.errors import ApiError, ErrorCode, UnexpectedFailure
@@ -31,6 +32,8 @@ from fastagi import contract
 from fastagi.messages import AGIAnswer, AGIRequest
 
 log = structlog.get_logger(__name__)
+
+REPLY_MARGIN_S = 0.5  # see billing_core.db.pg_call_ledger.REPLY_MARGIN_S
 
 
 def failure_result(script: str) -> str:
@@ -91,8 +94,11 @@ class AGIBridge:
             )
         args = dict(request.args)
         try:
-            async with asyncio.timeout(self.timeout_s):
-                outcome = await self.dispatcher.call(script, args, _credentials(request))
+            # The store must have decided a margin before the bridge stops waiting, so that
+            # its verdict (done, or nothing written) is what the dialplan is told.
+            with deadline.within(self.timeout_s - min(REPLY_MARGIN_S, self.timeout_s / 2)):
+                async with asyncio.timeout(self.timeout_s):
+                    outcome = await self.dispatcher.call(script, args, _credentials(request))
         except TimeoutError:
             # A store that hangs is an unavailable store: decline, or spool a callFinish.
             log.warning("agi.dispatch_timeout", script=script, timeout_s=self.timeout_s)

@@ -27,20 +27,34 @@ class Statements:
         self.deadlocks = deadlocks  # statements to roll back as deadlock victims first
         self.gate = asyncio.Event()
         self.gate.set()
+        self.budgets: list[float] = []  # the budget of each statement
+        self.lock_waits: list[float] = []  # the lock wait of its items
+        self.timeouts: dict[str, int] = {}  # call_uid → how many times to answer it `timeout`
 
-    async def __call__(self, items_json: str) -> list[dict[str, Any]]:
+    async def __call__(self, items_json: str, budget_s: float = 0.0, lock_wait_s: float = 0.0) -> list[dict[str, Any]]:
         items = json.loads(items_json)
         self.sent.append([item["call_uid"] for item in items])
+        self.budgets.append(budget_s)
+        self.lock_waits.append(lock_wait_s)
         await self.gate.wait()
         if self.unavailable:
             raise BackendUnavailable()
         if self.deadlocks:
             self.deadlocks -= 1
             raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
+        if any(self.timeouts.get(item["call_uid"], 0) > 0 for item in items):
+            await asyncio.sleep(lock_wait_s)  # as callgate_batch does: the item waits for its row
         if any(item["call_uid"] == self.fail_on for item in items):
             raise asyncpg.exceptions.NoDataFoundError("no such account")
         # answered out of order, as the account order of callgate_batch does
-        return [{"o_n": n, "o_outcome": f"done {item['call_uid']}"} for n, item in reversed(list(enumerate(items, 1)))]
+        numbered = reversed(list(enumerate(items, 1)))
+        return [{"o_n": n, "o_outcome": self._outcome(item["call_uid"])} for n, item in numbered]
+
+    def _outcome(self, uid: str) -> str:
+        if self.timeouts.get(uid, 0) > 0:
+            self.timeouts[uid] -= 1
+            return "timeout"
+        return f"done {uid}"
 
 
 def _item(uid: str) -> dict[str, Any]:
@@ -117,7 +131,9 @@ async def test_a_cancelled_decision_leaves_the_others_answered() -> None:
     assert (await kept)["o_outcome"] == "done b"
     with pytest.raises(asyncio.CancelledError):
         await doomed
-    assert statements.sent == [["a"], ["b"]]  # its item was sent: like a cancelled statement
+    # Cancelled before its statement went out: never sent, so nothing of it can be written
+    # after its decision stopped waiting (issue 9, item 8).
+    assert statements.sent == [["b"]]
 
 
 async def test_a_second_statement_runs_beside_the_first_then_the_rest_wait() -> None:
@@ -142,3 +158,47 @@ async def test_a_deadlock_victim_is_sent_again_once() -> None:
     with pytest.raises(asyncpg.exceptions.DeadlockDetectedError):
         await batches.run(_item("b"))
     assert statements.sent[2:] == [["b"], ["b"]] and batches.failed_statements == 3
+
+
+# -- the deadline (issue 9, item 8) ---------------------------------------------------------
+
+
+async def test_the_statement_gets_the_least_time_left_of_its_items() -> None:
+    statements = Statements()
+    batches = LedgerBatches(statements, in_flight=1)  # type: ignore[arg-type]
+    now = asyncio.get_running_loop().time()
+    tasks = await _while_busy(batches, statements, "a", "")
+    tasks += [asyncio.create_task(batches.run(_item("b"), now + 3.0)),
+              asyncio.create_task(batches.run(_item("c"), now + 1.0))]
+    await asyncio.sleep(0)
+    statements.gate.set()
+    await asyncio.gather(*tasks)
+    assert statements.sent == [["a"], ["b", "c"]]
+    assert 0.9 < statements.budgets[1] <= 1.0  # c's deadline bounds the statement they share
+
+
+async def test_an_item_past_its_deadline_is_never_sent_and_fails_as_unavailable() -> None:
+    statements = Statements()
+    batches = LedgerBatches(statements, in_flight=1)  # type: ignore[arg-type]
+    with pytest.raises(BackendUnavailable):
+        await batches.run(_item("late"), asyncio.get_running_loop().time() - 0.001)
+    assert statements.sent == []
+
+
+async def test_a_timeout_item_with_time_left_is_sent_again_and_one_without_fails() -> None:
+    statements = Statements()
+    statements.timeouts = {"victim": 1, "blocked": 10**6}
+    batches = LedgerBatches(statements, in_flight=1)  # type: ignore[arg-type]
+    busy = await _while_busy(batches, statements, "a", "")
+    now = asyncio.get_running_loop().time()
+    victim = asyncio.create_task(batches.run(_item("victim"), now + 5.0))
+    blocked = asyncio.create_task(batches.run(_item("blocked"), now + 0.2))
+    await asyncio.sleep(0)
+    statements.gate.set()
+    await asyncio.gather(*busy)
+    assert (await victim)["o_outcome"] == "done victim"  # a victim of the other's wait: again
+    with pytest.raises(BackendUnavailable):  # its own time ran out: nothing written, E_SQL_ERROR
+        await blocked
+    assert statements.sent[:2] == [["a"], ["victim", "blocked"]]
+    assert ["victim"] in statements.sent[2:]  # sent again alone
+    assert statements.lock_waits[1] == pytest.approx(0.05)  # a batch of several waits briefly

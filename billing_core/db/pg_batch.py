@@ -16,18 +16,30 @@ back to break a deadlock with some other transaction is sent once more. (Batches
 deadlock with each other: every step locks its account row first, in account order.)
 A database that is unavailable fails every item of the batch, as it would have failed
 each of their statements.
+
+Every item has a deadline (its decision's, billing_core.deadline), and the statement gets
+the least time left among its items as a budget that PostgreSQL keeps on its own clock
+(migration 0006): an item it could not reach in time writes nothing and comes back
+`timeout`. So a statement never commits after a decision stopped waiting for it (the
+"phantom hold" of issue 9). In a batch of several items an account locked by another
+transaction is waited for at most BATCH_LOCK_WAIT_S (callgate's own steps hold a row for
+milliseconds), so one account locked from outside does not spend the time of the others;
+a `timeout` item whose decision still has time is then sent again alone, where it may
+wait all that is left. One whose time is up fails E_SQL_ERROR: nothing of it was written.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 import msgspec
 import structlog
 from prometheus_client import Counter
+
+from billing_core.errors import BackendUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -35,30 +47,48 @@ FAILED_STATEMENTS = Counter(
     "callgate_db_batch_failed", "Ledger batch statements PostgreSQL refused (each then split or sent again)"
 )
 
-# item (a JSON object per callgate_batch's fields) → the decision waiting for its row
-Pending = tuple[dict[str, Any], "asyncio.Future[asyncpg.Record]"]
+# item (a JSON object per callgate_batch's fields), the decision waiting for its row, and
+# the decision's deadline (event-loop time)
+Pending = tuple[dict[str, Any], "asyncio.Future[asyncpg.Record]", float]
+
+TIMEOUT: Final = "timeout"  # callgate_batch's outcome for an item it did not reach in time
+# Less time than this left: not worth a round trip (nothing could be decided in it).
+MIN_BUDGET_S: Final = 0.005
+# How long an item of a batch of several waits for a row another transaction holds.
+BATCH_LOCK_WAIT_S: Final = 0.05
 
 # Decimals as strings, datetimes as RFC 3339: what callgate_batch casts back exactly.
 _encode = msgspec.json.Encoder().encode
 
 
 class LedgerBatches:
-    def __init__(self, execute: Callable[[str], Awaitable[list[asyncpg.Record]]], *, in_flight: int = 2) -> None:
-        """`execute` runs `callgate_batch` on the JSON of some items and returns its rows;
-        at most `in_flight` statements run at once."""
+    def __init__(
+        self, execute: Callable[[str, float, float], Awaitable[list[asyncpg.Record]]], *, in_flight: int = 2,
+        budget_s: float = 5.0,
+    ) -> None:
+        """`execute(items_json, budget_s, lock_wait_s)` runs `callgate_batch` on the JSON of
+        some items within `budget_s`, each waiting at most `lock_wait_s` for a locked row,
+        and returns its rows; at most `in_flight` statements run at once.
+        An item without a deadline of its own gets `budget_s` from when it is queued."""
         self._execute = execute
+        self._budget_s = budget_s
         self.failed_statements = 0  # statements PostgreSQL refused (split or sent again after)
         self._pending: list[Pending] = []
         self._max_in_flight = in_flight
         self._in_flight: set[asyncio.Task[None]] = set()
 
-    async def run(self, item: dict[str, Any]) -> asyncpg.Record:
-        """This item's row of the batch it went in (`o_n` dropped), or its statement's error."""
-        future: asyncio.Future[asyncpg.Record] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
+    async def run(self, item: dict[str, Any], deadline: float | None = None) -> asyncpg.Record:
+        """This item's row of the batch it went in (`o_n` dropped), or its statement's error.
+        `deadline` (event-loop time): after it, nothing of the item may be written."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[asyncpg.Record] = loop.create_future()
+        self._enqueue((item, future, loop.time() + self._budget_s if deadline is None else deadline))
+        return await future
+
+    def _enqueue(self, pending: Pending) -> None:
+        self._pending.append(pending)
         if len(self._in_flight) < self._max_in_flight:
             self._launch()
-        return await future
 
     def _launch(self) -> None:
         batch, self._pending = self._pending, []
@@ -72,8 +102,14 @@ class LedgerBatches:
             self._launch()
 
     async def _send(self, batch: list[Pending], *, retries: int = 1) -> None:
+        now = asyncio.get_running_loop().time()
+        batch = [one for one in batch if not _expired(one, now)]
+        if not batch:
+            return
+        budget_s = min(deadline for _, _, deadline in batch) - now
+        lock_wait_s = budget_s if len(batch) == 1 else min(budget_s, BATCH_LOCK_WAIT_S)
         try:
-            rows = await self._execute(_encode([item for item, _ in batch]).decode())
+            rows = await self._execute(_encode([item for item, _, _ in batch]).decode(), budget_s, lock_wait_s)
         except asyncpg.PostgresError as exc:
             self.failed_statements += 1
             FAILED_STATEMENTS.inc()
@@ -91,17 +127,39 @@ class LedgerBatches:
         except BaseException as exc:  # unavailable, timed out, cancelled at shutdown
             _fail(batch, exc)
             return
+        again: list[Pending] = []
         for row in rows:
-            future = batch[row["o_n"] - 1][1]
-            if not future.done():  # its decision may have been cancelled meanwhile
+            pending = batch[row["o_n"] - 1]
+            future = pending[1]
+            if future.done():  # its decision may have been cancelled meanwhile
+                continue
+            if row["o_outcome"] == TIMEOUT:
+                again.append(pending)  # nothing written; again if its decision has time left
+            else:
                 future.set_result(row)
-        _fail(batch, RuntimeError("callgate_batch returned no row for an item"))  # never, but never hang
+        answered = [one for one in batch if all(one is not other for other in again)]
+        _fail(answered, RuntimeError("callgate_batch returned no row for an item"))  # never, but never hang
+        for pending in again:  # alone, with all its time left (or failed, if none is left)
+            await self._send([pending])
+
+
+def _expired(pending: Pending, now: float) -> bool:
+    """Fail an item whose deadline leaves no time to decide anything (nothing was written)."""
+    item, future, deadline = pending
+    if future.done():
+        return True
+    if deadline - now >= MIN_BUDGET_S:
+        return False
+    log.warning("db.ledger_deadline_passed", kind=item.get("kind"), call_uid=item.get("call_uid"))
+    future.set_exception(BackendUnavailable("the decision's deadline passed before the database could decide"))
+    return True
 
 
 def _fail(batch: list[Pending], exc: BaseException) -> None:
-    for _, future in batch:
-        if not future.done():
-            if isinstance(exc, asyncio.CancelledError):
-                future.cancel()
-            else:
-                future.set_exception(exc)
+    for _, future, _ in batch:
+        if future.done():
+            continue
+        if isinstance(exc, asyncio.CancelledError):
+            future.cancel()
+        else:
+            future.set_exception(exc)

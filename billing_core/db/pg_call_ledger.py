@@ -7,6 +7,13 @@ Measured in docs/performance.md: the same transactions through SQLAlchemy cost s
 times the CPU, and a hold took four statements plus a pool pre-ping. Everything else
 keeps using SQLAlchemy.
 
+A decision's deadline holds inside PostgreSQL too (issue 9, item 8): holds and charges
+carry it into callgate_batch, which keeps it on the database's clock (migration 0006,
+billing_core.db.pg_batch); every other statement runs under a `statement_timeout` just past
+the ledger's time-out, set on each connection. callgate waits a margin longer than either,
+so the database's verdict (done, or nothing written) arrives before callgate gives up: what
+callgate answers is what the database did.
+
 The connections are opened on demand (billing_core.db.pg_connections), so a database that
 is down at start-up is an E_SQL_ERROR decision (not a crash) and the next call after it
 comes back works.
@@ -22,6 +29,7 @@ import asyncpg
 import structlog
 from sqlalchemy.engine import make_url
 
+from billing_core import deadline
 from billing_core.db.pg_batch import LedgerBatches
 from billing_core.db.pg_connections import PgConnections
 from billing_core.errors import ApiError, BackendUnavailable, ErrorCode
@@ -53,7 +61,11 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 
 # callPrepare's holds and callFinish's charges go through callgate_batch (billing_core.db.pg_batch);
 # it calls callgate_hold / callgate_finish per item.
-BATCH_SQL = "SELECT * FROM callgate_batch($1::jsonb)"
+BATCH_SQL = "SELECT * FROM callgate_batch($1::jsonb, $2::integer, $3::integer)"
+# How much longer callgate waits for a statement than the database lets it run: the reply's
+# way back. A statement the database ended is answered within it, so a wait that runs out
+# means the network, not a statement still running.
+REPLY_MARGIN_S = 0.5
 CHARGE_SQL = (
     "SELECT * FROM callgate_charge($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
     "$13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)"
@@ -97,14 +109,25 @@ class PgCallLedger:
     def __init__(self, database_url: str, *, timeout_s: float, max_connections: int = 10) -> None:
         self._timeout_s = timeout_s
         self._max_connections = max_connections
-        self._connections = PgConnections(asyncpg_dsn(database_url), size=max_connections, timeout_s=timeout_s)
-        self._batches = LedgerBatches(lambda items: self._fetch(BATCH_SQL, items))
+        # A backstop for the statements outside callgate_batch (a repriced charge, reads):
+        # PostgreSQL ends them itself, rolled back, a little after the ledger's time-out.
+        statement_timeout_ms = int((timeout_s + REPLY_MARGIN_S / 2) * 1000)
+        self._connections = PgConnections(
+            asyncpg_dsn(database_url), size=max_connections, timeout_s=timeout_s,
+            server_settings={"statement_timeout": str(statement_timeout_ms)},
+        )  # fmt: skip
+        self._batches = LedgerBatches(self._batch, budget_s=timeout_s)
+
+    async def _batch(self, items: str, budget_s: float, lock_wait_s: float) -> list[asyncpg.Record]:
+        """callgate_batch, which keeps `budget_s` itself; waited for a margin longer."""
+        budget_ms, wait_ms = max(1, int(budget_s * 1000)), max(1, int(lock_wait_s * 1000))
+        return await self._fetch(BATCH_SQL, items, budget_ms, wait_ms, wait_s=budget_s + REPLY_MARGIN_S)
 
     async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         rows = await self._fetch(sql, *args)
         return rows[0] if rows else None
 
-    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+    async def _fetch(self, sql: str, *args: Any, wait_s: float | None = None) -> list[asyncpg.Record]:
         """One statement on a connection of the set. A connection that failed mid-protocol
         (lost, timed out, cancelled) is discarded; an ordinary SQL error leaves it usable."""
         try:
@@ -112,7 +135,7 @@ class PgCallLedger:
         except UNAVAILABLE_ERRORS as exc:
             raise _unavailable(exc) from exc
         try:
-            rows = await conn.fetch(sql, *args, timeout=self._timeout_s)
+            rows = await conn.fetch(sql, *args, timeout=wait_s or self._timeout_s + REPLY_MARGIN_S)
         except asyncpg.PostgresError as exc:
             if isinstance(exc, UNAVAILABLE_ERRORS):
                 self._connections.discard(conn)
@@ -134,7 +157,7 @@ class PgCallLedger:
             "expires_at": hold.expires_at, "rating": rating_text(hold.rating),
         }  # fmt: skip
         try:
-            row = await self._batches.run(item)
+            row = await self._batches.run(item, deadline.until(self._timeout_s))
         except asyncpg.UniqueViolationError as exc:
             raise DuplicateCall() from exc
         except asyncpg.exceptions.NoDataFoundError as exc:
@@ -163,7 +186,7 @@ class PgCallLedger:
     async def charge_at_hold(self, record: CallRecord, *, rating: dict[str, Any]) -> FinishAttempt:
         item = record.columns()
         item.update(kind="finish", ref=call_ref(record.call_uid, record.prior), rating=rating_text(rating))
-        row = await self._batches.run(item)
+        row = await self._batches.run(item, deadline.until(self._timeout_s))
         outcome = row["o_outcome"]
         if outcome == "written":
             return FinishAttempt("written")

@@ -27,8 +27,9 @@ class ConnectionsClosed(asyncpg.InterfaceError):
 
 
 class PgConnections:
-    def __init__(self, dsn: str, *, size: int, timeout_s: float) -> None:
+    def __init__(self, dsn: str, *, size: int, timeout_s: float, server_settings: dict[str, str] | None = None) -> None:
         self._dsn = dsn
+        self._server_settings = server_settings  # session settings of every connection (set at connect)
         self._size = size
         self._timeout_s = timeout_s  # to connect, and to wait for a busy set
         self._free: deque[asyncpg.Connection] = deque()
@@ -70,7 +71,7 @@ class PgConnections:
     async def _connect(self) -> asyncpg.Connection:
         self._slots_taken += 1
         try:
-            return await asyncpg.connect(self._dsn, timeout=self._timeout_s)
+            return await asyncpg.connect(self._dsn, timeout=self._timeout_s, server_settings=self._server_settings)
         except BaseException:
             self._pass_on(None)
             raise

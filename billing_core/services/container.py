@@ -28,7 +28,8 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
-        db = Database(create_engine(settings.database_url), timeout_s=settings.db_timeout_s)
+        engine = create_engine(settings.database_url, busy_timeout_ms=int(settings.db_timeout_s * 1000))
+        db = Database(engine, timeout_s=settings.db_timeout_s)
         cache = ReadThroughCache(create_backend(settings.redis_url))
         return cls(
             settings=settings,

@@ -34,18 +34,21 @@ from tests.factories import balance_of, make_user
 from tests.test_agi_end_to_end import build_world
 
 PREPARE = "login={login}&destination=79010000001&prior=1"
-DB_TIMEOUT_S = 0.5
+# The store's own time-out is longer than the decision's (the bridge's): the decision's
+# deadline is what the database must keep, as when a decision spent time before its hold.
+DB_TIMEOUT_S = 3.0
+DECISION_TIMEOUT_S = 1.0
 
 
 @pytest.fixture
 async def port_and_services(
     services: Services, settings: Settings, tmp_path: Path
 ) -> AsyncIterator[tuple[int, Services]]:
-    """A callgate whose decisions time out after DB_TIMEOUT_S (the fixture's store, its data)."""
+    """A callgate whose decisions time out after DECISION_TIMEOUT_S (the fixture's store and data)."""
     import billing_core.api.methods  # noqa: F401
 
     quick = Services.build(replace(settings, db_timeout_s=DB_TIMEOUT_S))
-    server = FastAGIServer(AGIBridge(Dispatcher(quick), Spool(tmp_path / "spool"), timeout_s=2.0),
+    server = FastAGIServer(AGIBridge(Dispatcher(quick), Spool(tmp_path / "spool"), timeout_s=DECISION_TIMEOUT_S),
                            ServerConfig(env_timeout_s=2.0, reply_timeout_s=2.0))
     await server.start("127.0.0.1", 0)
     try:

@@ -21,11 +21,12 @@ Every item has a deadline (its decision's, billing_core.deadline), and the state
 the least time left among its items as a budget that PostgreSQL keeps on its own clock
 (migration 0006): an item it could not reach in time writes nothing and comes back
 `timeout`. So a statement never commits after a decision stopped waiting for it (the
-"phantom hold" of issue 9). In a batch of several items an account locked by another
-transaction is waited for at most BATCH_LOCK_WAIT_S (callgate's own steps hold a row for
-milliseconds), so one account locked from outside does not spend the time of the others;
-a `timeout` item whose decision still has time is then sent again alone, where it may
-wait all that is left. One whose time is up fails E_SQL_ERROR: nothing of it was written.
+"phantom hold" of issue 9). In these statements an account locked by another transaction
+is waited for at most BATCH_LOCK_WAIT_S (callgate's own steps hold a row for
+milliseconds), so an account locked from outside spends neither the time of the other
+items nor one of the statements in flight; a `timeout` item whose decision still has time
+is then sent again alone, beside them, where it may wait all that is left. One whose time
+is up fails E_SQL_ERROR: nothing of it was written.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class LedgerBatches:
         self._pending: list[Pending] = []
         self._max_in_flight = in_flight
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._patient: set[asyncio.Task[None]] = set()  # items alone, waiting for a locked row
 
     async def run(self, item: dict[str, Any], deadline: float | None = None) -> asyncpg.Record:
         """This item's row of the batch it went in (`o_n` dropped), or its statement's error.
@@ -101,13 +103,13 @@ class LedgerBatches:
         if self._pending:
             self._launch()
 
-    async def _send(self, batch: list[Pending], *, retries: int = 1) -> None:
+    async def _send(self, batch: list[Pending], *, retries: int = 1, patient: bool = False) -> None:
         now = asyncio.get_running_loop().time()
         batch = [one for one in batch if not _expired(one, now)]
         if not batch:
             return
         budget_s = min(deadline for _, _, deadline in batch) - now
-        lock_wait_s = budget_s if len(batch) == 1 else min(budget_s, BATCH_LOCK_WAIT_S)
+        lock_wait_s = budget_s if patient else min(budget_s, BATCH_LOCK_WAIT_S)
         try:
             rows = await self._execute(_encode([item for item, _, _ in batch]).decode(), budget_s, lock_wait_s)
         except asyncpg.PostgresError as exc:
@@ -120,7 +122,7 @@ class LedgerBatches:
             elif isinstance(exc, asyncpg.exceptions.TransactionRollbackError) and retries > 0:
                 # PostgreSQL broke a deadlock (or a serialization conflict) with some other
                 # transaction by rolling this one back: nothing of it was written; again.
-                await self._send(batch, retries=retries - 1)
+                await self._send(batch, retries=retries - 1, patient=patient)
             else:
                 _fail(batch, exc)
             return
@@ -140,7 +142,9 @@ class LedgerBatches:
         answered = [one for one in batch if all(one is not other for other in again)]
         _fail(answered, RuntimeError("callgate_batch returned no row for an item"))  # never, but never hang
         for pending in again:  # alone, with all its time left (or failed, if none is left)
-            await self._send([pending])
+            task = asyncio.get_running_loop().create_task(self._send([pending], patient=True))
+            self._patient.add(task)
+            task.add_done_callback(self._patient.discard)
 
 
 def _expired(pending: Pending, now: float) -> bool:

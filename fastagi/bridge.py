@@ -34,6 +34,11 @@ from fastagi.messages import AGIAnswer, AGIRequest
 log = structlog.get_logger(__name__)
 
 REPLY_MARGIN_S = 0.5  # see billing_core.db.pg_call_ledger.REPLY_MARGIN_S
+# How an attempt whose Allowed never reached a live channel is closed: the caller left
+# before Dial (Asterisk's DIALSTATUS for a caller who hangs up first).
+UNDELIVERED_STATUS = "CANCEL"
+# What of callPrepare's arguments identifies the attempt again in its callFinish.
+_RELEASE_ARGS = ("login", "destination", "prior", "callerid", "call_id")
 
 
 def failure_result(script: str) -> str:
@@ -110,6 +115,23 @@ class AGIBridge:
             assert outcome.error is not None
             return self._spool(request, args, outcome.error.code)
         return answer_for_outcome(script, outcome)
+
+    async def undelivered(self, request: AGIRequest, variables: dict[str, str]) -> None:
+        """The FastAGI server's word that an answer never reached a live channel (a HANGUP
+        came before its last reply, or the connection was gone before it was sent). An
+        `Allowed` callPrepare then holds money for a call that cannot be dialled: the attempt
+        is closed as unanswered (`CANCEL`, 0 s) through callFinish itself, so it is one
+        transaction in the ledger (CDR, no charge, hold ended), spooled if the database is
+        away, and idempotent with the dialplan's own callFinish for the same (call, prior)."""
+        allowed = variables.get(contract.VAR_RESULT) == contract.RESULT_ALLOWED
+        if request.script != contract.SCRIPT_CALL_PREPARE or not allowed:
+            return
+        args = {name: request.args[name] for name in _RELEASE_ARGS if name in request.args}
+        args |= {"length": "0", "status": UNDELIVERED_STATUS}
+        finish = AGIRequest(contract.SCRIPT_CALL_FINISH, args, request.env, request.peer_ip)
+        answer = await self(finish)
+        log.info("agi.hold_released_after_hangup", call_uid=request.uniqueid, prior=args.get("prior", "1"),
+                 result=answer.variables.get(contract.VAR_RESULT, ""))
 
     def _must_spool(self, script: str, outcome: Outcome) -> bool:
         return (

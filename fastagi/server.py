@@ -15,13 +15,11 @@ The server routes nothing and checks no permissions: the dispatcher gets the pee
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from itertools import repeat
 from types import TracebackType
 from typing import Any, Final, cast
 
@@ -29,15 +27,15 @@ import structlog
 
 from billing_core.errors import ErrorCode
 from fastagi import metrics, wire
-from fastagi.contract import RESULT_DECLINED, VAR_ANSWER, VAR_ERROR, VAR_RESULT
-from fastagi.messages import AGIAnswer, AGIDispatcher, AGIRequest
+from fastagi.contract import VAR_ERROR, VAR_RESULT
+from fastagi.messages import AGIDispatcher, AGIRequest
+from fastagi.session_util import declined, enabled, env_end, has_hangup_line, peer_ip_of, redacted, well_formed
 
 log = structlog.get_logger(__name__)
 
 _BACKLOG: Final = 1024  # Asterisk opens one connection per AGI() call; bursts are normal
 _MAX_REPLY_BYTES: Final = 65536
 _WHOLE_ENV_BYTES: Final = 16384  # an env block up to this size is decoded at once (they are ~1 KiB)
-_SECRET_MARKERS: Final = ("PASSWORD", "PIN", "AUTH")
 
 # Where a session is. Plain ints: they are compared on every callback.
 _ENV: Final = 0  # reading the env block; close() drops the session
@@ -56,67 +54,6 @@ class ServerConfig:
     max_line_bytes: int = wire.MAX_LINE_BYTES
 
 
-def declined(code: ErrorCode) -> dict[str, str]:
-    """The answer for a session we cannot serve: the dialplan sees Declined and why."""
-    return {VAR_RESULT: RESULT_DECLINED, VAR_ERROR: code.value, VAR_ANSWER: f"{RESULT_DECLINED} {code.value}"}
-
-
-def redacted(values: Mapping[str, str]) -> dict[str, str]:
-    """Values safe to log: those of *PASSWORD*, *PIN* and *AUTH* keys are masked."""
-    return {key: "***" if any(m in key.upper() for m in _SECRET_MARKERS) else value for key, value in values.items()}
-
-
-def peer_ip_of(connection: asyncio.BaseTransport | asyncio.StreamWriter) -> str:
-    """The peer's address (of a transport or a StreamWriter); an IPv4-mapped IPv6 address is
-    given as plain IPv4 for allow-lists."""
-    peer = connection.get_extra_info("peername")
-    if not isinstance(peer, tuple) or not peer:
-        return ""
-    host = str(peer[0])
-    if ":" not in host:  # IPv4 (or a name): nothing to unmap, no need to parse it
-        return host
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return host
-
-
-def _well_formed(answer: object) -> bool:
-    """An AGIAnswer of str -> str with CALLGATE_RESULT: anything else fails closed (Declined)."""
-    if not isinstance(answer, AGIAnswer) or not isinstance(answer.variables, dict):
-        return False
-    # typed, but not checked at run time
-    names: Iterable[object] = answer.variables.keys()
-    values: Iterable[object] = answer.variables.values()
-    return (VAR_RESULT in answer.variables and all(map(isinstance, names, repeat(str)))
-            and all(map(isinstance, values, repeat(str))))
-
-
-def _env_end(buffer: bytes) -> tuple[int, int]:
-    """Where the env block's lines end and where what follows starts: at the first empty line
-    ("\n" or "\r\n"); (-1, -1) when it has not come yet. `buffer` starts at a line."""
-    if buffer.startswith(b"\n"):
-        return 0, 1
-    if buffer.startswith(b"\r\n"):
-        return 0, 2
-    lf = buffer.find(b"\n\n")
-    crlf = buffer.find(b"\n\r\n")
-    if crlf >= 0 and (lf < 0 or crlf < lf):
-        return crlf, crlf + 3
-    if lf >= 0:
-        return lf, lf + 2
-    return -1, -1
-
-
-def _enabled(logger: Any, level: int) -> bool:
-    """Whether the logger emits `level`; true when it cannot tell (then it filters itself)."""
-    is_enabled_for = getattr(logger, "is_enabled_for", None)
-    return is_enabled_for is None or bool(is_enabled_for(level))
-
-
 class _Session(asyncio.Protocol):
     """One FastAGI connection, from the env block to the close.
 
@@ -127,10 +64,10 @@ class _Session(asyncio.Protocol):
     """
 
     __slots__ = (
-        "_buffer", "_commands", "_config", "_debug", "_dispatch", "_env", "_env_bytes", "_eof", "_error", "_finished",
-        "_log", "_loop", "_lost", "_lost_exc", "_outcome", "_overdue", "_oversized", "_reading_paused", "_reply",
-        "_reply_bytes", "_server", "_skipping", "_started", "_state", "_task", "_timer", "_transport",
-        "_writing_paused", "commands_sent", "context", "hangups_seen",
+        "_buffer", "_commands", "_config", "_debug", "_delivered", "_dispatch", "_env", "_env_bytes", "_eof", "_error",
+        "_finished", "_log", "_loop", "_lost", "_lost_exc", "_outcome", "_overdue", "_oversized", "_reading_paused",
+        "_reply", "_reply_bytes", "_request", "_sent", "_server", "_skipping", "_started", "_state", "_task", "_timer",
+        "_transport", "_writing_paused", "commands_sent", "context", "hangups_seen", "hung_up",
     )
 
     _transport: asyncio.Transport
@@ -166,6 +103,12 @@ class _Session(asyncio.Protocol):
         self.context: dict[str, object] = {}
         self.commands_sent = 0
         self.hangups_seen = 0
+        # The answer reached a live channel only if no HANGUP came before its last reply
+        # (Asterisk still answers 200 to EXEC on a dead channel: only the HANGUP line tells).
+        self.hung_up = False
+        self._delivered = False
+        self._request: AGIRequest | None = None
+        self._sent: dict[str, str] | None = None  # the answer's variables
 
     @property
     def peer_ip(self) -> str:
@@ -245,7 +188,7 @@ class _Session(asyncio.Protocol):
     def _take_whole_env(self, buffer: bytes) -> None:
         """The usual case: no line taken yet and the block, if whole, too small to be oversized
         or to hold a line too long. Decoded at once, as _take_lines would line by line."""
-        end, after = _env_end(buffer)
+        end, after = env_end(buffer)
         if end < 0:
             self._buffer = buffer  # wait for the rest
             return
@@ -277,6 +220,7 @@ class _Session(asyncio.Protocol):
         """Keep what came while no reply is awaited; Asterisk sends nothing here but HANGUP,
         so stop reading rather than hold more than a reply's limit."""
         self._buffer = buffer
+        self.hung_up = self.hung_up or has_hangup_line(buffer)  # while the decision is made
         if len(buffer) > _MAX_REPLY_BYTES and not (self._reading_paused or self._eof):
             self._reading_paused = True
             self._transport.pause_reading()
@@ -302,7 +246,7 @@ class _Session(asyncio.Protocol):
         assert self._timer is not None
         self._timer.cancel()
         self._state = _DISPATCH  # from here on close() lets the session finish
-        self._debug = _enabled(self._log, logging.DEBUG)
+        self._debug = enabled(self._log, logging.DEBUG)
         if self._oversized:
             self._log.warning("agi_env_rejected", reason="oversized", **self.context)
             self._answer(declined(ErrorCode.E_INVALID_ARGUMENT))
@@ -313,6 +257,7 @@ class _Session(asyncio.Protocol):
             self._log.warning("agi_env_rejected", reason=error.detail, code=error.code.value, **self.context)
             self._answer(declined(error.code))
             return
+        self._request = request
         self.context |= {"script": request.script, "uniqueid": request.uniqueid}
         if self._debug:
             self._log.debug("agi_request", args=redacted(request.args), **self.context)
@@ -349,7 +294,7 @@ class _Session(asyncio.Protocol):
             return declined(ErrorCode.E_LUA_EXCEPTION)
         finally:
             timer.cancel()
-        if not _well_formed(answer):
+        if not well_formed(answer):
             self._log.error("agi_answer_invalid", answer_type=type(answer).__name__, **self.context)
             return declined(ErrorCode.E_LUA_EXCEPTION)
         return dict(answer.variables)
@@ -392,6 +337,7 @@ class _Session(asyncio.Protocol):
             encoded = wire.encode_answer(variables, max_line_bytes=self._config.max_line_bytes)
         if encoded.truncated:
             self._log.warning("agi_answer_truncated", names=list(encoded.truncated), **self.context)
+        self._sent = variables
         self.context["result"] = variables.get(VAR_RESULT, "")
         self._error = variables.get(VAR_ERROR, "")
         if self._debug:
@@ -435,6 +381,7 @@ class _Session(asyncio.Protocol):
         if not reply and wire.is_hangup(text):
             # Out of band: the channel hung up. The reply to our command still follows.
             self.hangups_seen += 1
+            self.hung_up = True
             return
         reply.append(text)
         if wire.reply_needs_more(reply):
@@ -454,6 +401,7 @@ class _Session(asyncio.Protocol):
         elif self.commands_sent < len(self._commands):
             self._send_next()
         else:
+            self._delivered = not self.hung_up
             self._end("answered")
 
     def _reply_too_long(self) -> None:
@@ -525,6 +473,9 @@ class _Session(asyncio.Protocol):
             self._log.info("agi_session_done", outcome=self._outcome, commands=self.commands_sent,
                            hangups=self.hangups_seen, duration_ms=round(duration_s * 1000, 1), **context)
         self._server._session_over(self)
+        if self._sent is not None and self._request is not None and not self._delivered and (
+                self.hung_up or self.commands_sent == 0):  # a dead channel, or nothing ever sent
+            self._server._undelivered(self._request, self._sent, self.context)
 
 
 class FastAGIServer:
@@ -541,6 +492,10 @@ class FastAGIServer:
         self._server: asyncio.Server | None = None
         self._sessions: set[_Session] = set()
         self._drained: list[asyncio.Future[None]] = []
+        # The dispatcher's `undelivered(request, variables)`, if it has one: told of each answer
+        # that never reached a live channel (a callPrepare's hold is then released).
+        self._on_undelivered = getattr(dispatch, "undelivered", None)
+        self._followups: set[asyncio.Task[None]] = set()
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> asyncio.Server:
         loop = asyncio.get_running_loop()
@@ -579,6 +534,25 @@ class FastAGIServer:
             waiter = asyncio.get_running_loop().create_future()
             self._drained.append(waiter)
             await waiter
+        await self.settled()
+
+    async def settled(self) -> None:
+        """Wait for the dispatcher's follow-ups of undelivered answers started so far."""
+        while self._followups:
+            await asyncio.wait(set(self._followups))
+
+    def _undelivered(self, request: AGIRequest, variables: dict[str, str], context: dict[str, object]) -> None:
+        log.info("agi_answer_undelivered", **context)  # the context names the script and result
+        if self._on_undelivered is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._on_undelivered(request, variables))
+        self._followups.add(task)
+        task.add_done_callback(self._followed_up)
+
+    def _followed_up(self, task: asyncio.Task[None]) -> None:
+        self._followups.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("agi_followup_failed", error=type(task.exception()).__name__)
 
     async def __aenter__(self) -> FastAGIServer:
         return self

@@ -292,6 +292,7 @@ class _Options:
     responder: Responder | None
     hangup_before_reply: int | None
     hangup_at_end: bool
+    hangup_after_env: bool
     allow_pipelining: bool
     pipeline_grace_s: float
     agi_buf_len: int
@@ -338,6 +339,9 @@ class _Session:
 
     async def converse(self) -> None:
         """Read a command, reply, repeat, until the server closes (or sends `failure`)."""
+        if self.options.hangup_after_env:  # the caller left while the server decides (017)
+            self.channel.dead = True
+            await self.send(b"HANGUP\n")
         while (command := await self.inbox.readline()) is not None:
             self.commands.append(command)
             if self.inbox.last_was_cut:
@@ -421,6 +425,7 @@ async def run_agi_session(
     split_env: bool = True,
     hangup_before_reply: int | None = None,
     hangup_at_end: bool = True,
+    hangup_after_env: bool = False,
     disconnect_after_env_lines: int | None = None,
     responder: Responder | None = None,
     timeout_s: float = 5.0,
@@ -432,6 +437,8 @@ async def run_agi_session(
     """One FastAGI session against host:port, played like Asterisk 22.
 
     `local_addr` binds the client socket (e.g. 127.0.0.2) to play another Asterisk host.
+    `hangup_after_env` writes `HANGUP` right after the env block, before any command (the
+    caller hung up while the server decides: transcript 017); the channel is dead from then on.
 
     `responder(command, variables)` replaces the Asterisk behaviour: it returns the reply
     (one line, or several joined by "\\n"), or NO_REPLY ("") to stay silent. It may update
@@ -449,7 +456,7 @@ async def run_agi_session(
     chunks = [f"{line}\n".encode() for line in lines] + ([] if disconnect else [b"\n"])
     if not split_env:
         chunks = [b"".join(chunks)]
-    options = _Options(responder, hangup_before_reply, hangup_at_end, allow_pipelining,
+    options = _Options(responder, hangup_before_reply, hangup_at_end, hangup_after_env, allow_pipelining,
                        pipeline_grace_s, agi_buf_len)
     return await _run(host, port, chunks, options, env_pause_s=ENV_WRITE_PAUSE_S if split_env else 0.0,
                       disconnect=disconnect, timeout_s=timeout_s, local_addr=local_addr)
@@ -501,5 +508,5 @@ def transcript_env(transcript: Mapping[str, Any]) -> dict[str, str]:
 async def replay_transcript(host: str, port: int, path: Path, *, timeout_s: float = 5.0) -> AGISessionResult:
     """Send a transcript's env block byte for byte in its recorded chunks, then act as Asterisk."""
     chunks = env_chunks(load_transcript(path))
-    options = _Options(None, None, True, False, 0.001, AGI_BUF_LEN)
+    options = _Options(None, None, True, False, False, 0.001, AGI_BUF_LEN)
     return await _run(host, port, chunks, options, env_pause_s=0.002, disconnect=False, timeout_s=timeout_s)

@@ -140,3 +140,22 @@ async def test_an_answer_delivered_to_a_live_channel_keeps_its_hold(gate: Gate) 
     assert finished.variables["CALLGATE_COST"] == "0.2300"
     assert await balance_of(gate.services, world.account) == Decimal("0.7700")
     assert await _rows(gate.services, "live") == ([("ANSWER", 18, Decimal("0.2300"))], 0)
+
+
+async def test_hangup_in_the_same_segment_as_the_env_block_releases_the_hold(gate: Gate) -> None:
+    """Asterisk writes each env line alone, but TCP may coalesce: the HANGUP can arrive with
+    the end of the env block in one read."""
+    from tests.asterisk_sim import build_env
+
+    world = await build_world(gate.services)
+    env = build_env("callPrepare", query=PREPARE, uniqueid="hu-seg", port=gate.server.port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gate.server.port)
+    writer.write(("\n".join(env) + "\n\nHANGUP\n").encode())
+    command = await asyncio.wait_for(reader.readline(), 5)
+    assert command.startswith(b"EXEC MSet ") and b"CALLGATE_RESULT=Allowed" in command
+    writer.write(b"200 result=0\n")
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # the server closed the session
+    writer.close()
+    await gate.server.settled()
+    assert await _rows(gate.services, "hu-seg") == ([("CANCEL", 0, Decimal("0"))], 0)
+    assert await balance_of(gate.services, world.account) == Decimal("1.0000")

@@ -144,7 +144,8 @@ async def test_an_answer_delivered_to_a_live_channel_keeps_its_hold(gate: Gate) 
 
 async def test_hangup_in_the_same_segment_as_the_env_block_releases_the_hold(gate: Gate) -> None:
     """Asterisk writes each env line alone, but TCP may coalesce: the HANGUP can arrive with
-    the end of the env block in one read."""
+    the end of the env block in one read (it waits in the buffer and is read as the line
+    before the reply to the answer)."""
     from tests.asterisk_sim import build_env
 
     world = await build_world(gate.services)

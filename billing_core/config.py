@@ -19,6 +19,9 @@
 | CALLGATE_PLAIN_AUTH_BY | sip_extension,id | key auth methods whose HTTP answers are plain text (config.api_plain_answer) |
 | CALLGATE_DB_TIMEOUT_S | 2.0 | bound on one database transaction in a call decision |
 | CALLGATE_LOG_LEVEL | info | structlog level |
+| CALLGATE_STARTUP_RETRY_MAX_S | 10 | `serve` with the database down: longest pause between migration / warm-up retries (back-off from 0.5 s) |
+| CALLGATE_WARM_PROFILES | 1000 | extensions whose extension + user profiles are loaded before the FastAGI port opens; 0 = none |
+| CALLGATE_WORKER_MAX_RESTARTS | 10 | worker restarts the supervisor allows within 60 s before it stops `serve` (exit 1) |
 """
 
 from __future__ import annotations
@@ -61,6 +64,9 @@ class Settings:
     plain_auth_by: tuple[str, ...] = ("sip_extension", "id")
     db_timeout_s: float = 2.0
     log_level: str = "info"
+    startup_retry_max_s: float = 10.0
+    warm_profiles: int = 1000
+    worker_max_restarts: int = 10
     system_currency: str = "EUR"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -93,6 +99,9 @@ class Settings:
             plain_auth_by=_csv(env.get("CALLGATE_PLAIN_AUTH_BY", "sip_extension,id")),
             db_timeout_s=float(env.get("CALLGATE_DB_TIMEOUT_S", "2.0")),
             log_level=env.get("CALLGATE_LOG_LEVEL", "info"),
+            startup_retry_max_s=float(env.get("CALLGATE_STARTUP_RETRY_MAX_S", "10")),
+            warm_profiles=int(env.get("CALLGATE_WARM_PROFILES", "1000")),
+            worker_max_restarts=int(env.get("CALLGATE_WORKER_MAX_RESTARTS", "10")),
         )
 
 

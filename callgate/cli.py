@@ -133,8 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from callgate.app import serve
 
-        serve(settings)
-        return 0
+        return serve(settings)
     try:
         return asyncio.run(_dispatch(settings, args))
     except ApiError as exc:

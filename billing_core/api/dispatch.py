@@ -91,6 +91,12 @@ class Dispatcher:
     async def call(self, method_name: str, raw: Mapping[str, str], cred: Credentials) -> Outcome:
         key: KeyRecord | None = None
         method: MethodDef | None = None
+        if not self.services.readiness.ready:
+            # Not migrated/warm yet (the database was down at start-up): answer at once,
+            # without touching a store that may lack its schema (billing_core.services.readiness).
+            log.warning("api.store_not_ready", method=method_name[:64], transport=cred.transport)
+            detail = "database unavailable; callgate retries in the background"
+            return Outcome(error=ApiError(ErrorCode.E_SQL_ERROR, detail))
         try:
             gens = await self.services.cache.generations()
             candidates = await self._keys(gens, cred)

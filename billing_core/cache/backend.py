@@ -39,6 +39,10 @@ class CacheBackend(Protocol):
     async def set(self, key: str, value: bytes, ttl_s: int) -> None: ...
     async def close(self) -> None: ...
 
+    async def warm_up(self, connections: int) -> int:
+        """Open up to `connections` connections before the first decision; how many are open."""
+        ...
+
 
 class MemoryBackend:
     """The embedded default: one process, so generations live in a dict."""
@@ -66,6 +70,9 @@ class MemoryBackend:
         if len(self._entries) > keys.LOCAL_MAX_ENTRIES:
             self._entries.clear()
         self._entries[key] = (time.monotonic() + ttl_s, value)
+
+    async def warm_up(self, connections: int) -> int:
+        return 0  # nothing to open: the cache is this process's memory
 
     async def close(self) -> None:
         return None
@@ -236,6 +243,22 @@ class RedisBackend:
             await self._redis.set(key, value, ex=ttl_s)
         except (RedisError, OSError) as exc:
             self._failed("set", exc)
+
+    async def warm_up(self, connections: int) -> int:
+        """Open `connections` pool connections at once and start the generation watcher, so
+        that the first wave of calls neither connects nor reads generations (issue 9, item 10).
+        A Redis that is down is no error: decisions fall back to the database."""
+        try:
+            await asyncio.gather(*(self._redis.ping() for _ in range(connections)))
+            await self.generations()  # starts the watcher
+        except (RedisError, OSError) as exc:
+            self._failed("warm_up", exc)
+        return self.open_connections
+
+    @property
+    def open_connections(self) -> int:
+        pool = self._redis.connection_pool
+        return len(getattr(pool, "_available_connections", ())) + len(getattr(pool, "_in_use_connections", ()))
 
     async def close(self) -> None:
         self._closing = True

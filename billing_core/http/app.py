@@ -7,7 +7,9 @@ Routes:
   The shim checks only the version (2.2, else 400 E_INCORRECT_API_VERSION) and builds
   `Credentials(peer_ip, "http", apikey)`; the dispatcher authenticates, authorizes and
   validates. The answer's form and status: billing_core.http.answers.
-- GET /healthz — 200 "ok" when the database answers SELECT 1 within 1 s, else 503.
+- GET /healthz — 200 "ok" when the database answers SELECT 1 within 1 s, else 503
+  "unavailable"; 503 "degraded: …" while start-up still waits for the database
+  (billing_core.services.readiness).
 - GET /metrics — Prometheus exposition (billing_core.http.metrics).
 - anything else — 404 (405 for a verb other than GET/POST), JSON envelope E_UNKNOWN_METHOD.
 
@@ -80,7 +82,13 @@ async def _api(request: web.Request) -> web.StreamResponse:
 
 
 async def _healthz(request: web.Request) -> web.StreamResponse:
-    db = request.app[DISPATCHER].services.db
+    services = request.app[DISPATCHER].services
+    readiness = services.readiness
+    if not readiness.ready:
+        why = readiness.last_error or "starting"
+        detail = f"degraded: database not ready after {readiness.attempts} attempts ({why})"
+        return web.Response(status=503, text=detail)
+    db = services.db
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT_S):
             async with db.begin(timeout_s=HEALTH_TIMEOUT_S) as conn:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from billing_core.auth.secrets_store import SecretBox
 from billing_core.cache.backend import create_backend
@@ -13,6 +13,7 @@ from billing_core.services.bans import Bans
 from billing_core.services.call_ledger import CallLedger, SqlCallLedger
 from billing_core.services.profiles import Profiles
 from billing_core.services.rating import RatingEngine
+from billing_core.services.readiness import Readiness
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Services:
     bans: Bans
     rating: RatingEngine
     call_ledger: CallLedger
+    readiness: Readiness = field(default_factory=Readiness)
 
     @classmethod
     def build(cls, settings: Settings) -> Services:

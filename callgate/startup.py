@@ -73,7 +73,8 @@ async def _open_pool(services: Services) -> int:
 async def warm_caches(services: Services) -> tuple[int, int]:
     """What the first decisions read, loaded through the same cache paths they use: the
     direction index, the bill types and currencies, every tariff's snapshot, the server
-    keys, and the extension + user profiles of the first CALLGATE_WARM_PROFILES extensions."""
+    keys and their owners, the ban list, and the extension + user profiles of the first
+    CALLGATE_WARM_PROFILES extensions."""
     gens = await services.cache.generations()
     rating, profiles = services.rating, services.profiles
     await direction_index(services.db, services.cache, gens)
@@ -86,8 +87,10 @@ async def warm_caches(services: Services) -> tuple[int, int]:
         ext_rows = (await conn.execute(ext_query.limit(limit))).all() if limit > 0 else []
     for tariff_id in tariff_list:
         await rating.tariff(gens, tariff_id)
-    await profiles.server_keys(gens)
+    for key in await profiles.server_keys(gens):
+        await profiles.user_by(gens, "username", key.owner)  # the dispatcher checks each key's owner
     await profiles.extension_lengths(gens)
+    await services.bans.is_banned(gens, "")  # the ban list every request checks
     for row in ext_rows:
         await profiles.extension(gens, row.sip_extension)
         await profiles.user_by(gens, "sip_extension", row.sip_extension)

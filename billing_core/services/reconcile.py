@@ -37,7 +37,7 @@ from sqlalchemy import select
 
 from billing_core.config import SYSTEM_CURRENCY
 from billing_core.db.tables import cdrs, reservations, users
-from billing_core.money import ZERO, format_money
+from billing_core.money import ZERO
 from billing_core.records import UserRecord
 from billing_core.services.asterisk_cdr import AsteriskCdr
 from billing_core.services.calls import Caller, Finish, finish_call
@@ -98,22 +98,27 @@ class Report:
         for d in self.decisions:
             r = d.hold.reservation
             what = f"{d.action:<7} {r.call_uid} prior {r.prior} user {d.hold.username} route {d.hold.route or '-'}"
-            held = f"held {format_money(r.amount)} {SYSTEM_CURRENCY}"
+            held = f"held {_eur(r.amount)} {SYSTEM_CURRENCY}"
             if d.action in ("charge", "release"):
                 out.append(f"{what}: {d.status} talk {d.talk_s} s billed {d.billed_s} s "
-                           f"cost {format_money(d.cost)} {SYSTEM_CURRENCY} ({held}){d.note}")  # fmt: skip
+                           f"cost {_eur(d.cost)} {SYSTEM_CURRENCY} ({held}){d.note}")  # fmt: skip
             else:
                 out.append(f"{what}: {d.note} ({held})")
         charged, released = self.of("charge"), self.of("release")
         out.append(
-            f"total: charge {len(charged)} for {format_money(sum((d.cost for d in charged), ZERO))} {SYSTEM_CURRENCY}; "
+            f"total: charge {len(charged)} for {_eur(sum((d.cost for d in charged), ZERO))} {SYSTEM_CURRENCY}; "
             f"release {len(released)}; holds freed "
-            f"{format_money(sum((d.hold.reservation.amount for d in charged + released), ZERO))} {SYSTEM_CURRENCY}; "
+            f"{_eur(sum((d.hold.reservation.amount for d in charged + released), ZERO))} {SYSTEM_CURRENCY}; "
             f"wait {len(self.of('wait'))}; stale {len(self.of('stale'))} "
-            f"({format_money(sum((d.hold.reservation.amount for d in self.of('stale')), ZERO))} {SYSTEM_CURRENCY}); "
+            f"({_eur(sum((d.hold.reservation.amount for d in self.of('stale')), ZERO))} {SYSTEM_CURRENCY}); "
             f"skip {len(self.of('skip'))}"
         )
         return out
+
+
+def _eur(value: Decimal) -> str:
+    """Four decimals, like the ledger (0.0000, not 0)."""
+    return format(value.quantize(Decimal("0.0001")), "f")
 
 
 # -- which Dial row is which attempt ------------------------------------------------------

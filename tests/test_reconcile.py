@@ -27,7 +27,9 @@ from billing_core.db.tables import cdrs, reservations
 from billing_core.services.asterisk_cdr import CSV_COLUMNS, AsteriskCdr, read_cdr_table, read_master_csv
 from billing_core.services.clock import utcnow
 from billing_core.services.container import Services
-from billing_core.services.reconcile import Report, reconcile
+from billing_core.services.ledger import Reservation
+from billing_core.services.rating import Rating
+from billing_core.services.reconcile import OpenHold, Report, assign_dials, decide, names_route, reconcile
 from callgate.cli import main
 from tests.factories import balance_of, make_key, make_user
 from tests.rating_world import RatingWorld
@@ -216,3 +218,31 @@ async def test_cli_reconcile_dry_run_then_apply(
     master.write_text('"only","three","columns"\n')
     assert await asyncio.to_thread(main, ["reconcile", "--csv", str(master)]) == 2
     assert "E_INVALID_ARGUMENT: Master.csv line 1: 3 columns" in capsys.readouterr().err
+
+
+def test_dial_rows_are_matched_by_route_then_by_position(tmp_path: Path) -> None:
+    master = tmp_path / "Master.csv"
+    master.write_text("\n".join(master_csv_lines()) + "\n")
+    dials = [r for r in read_master_csv(master, "uniqueid", ["s5-caller2"]) if r.lastapp == "Dial"]
+    first, second = dials  # carrier-a (CONGESTION), carrier-b (ANSWERED)
+    # callgate knows only prior 2 (prior 1's record lost): the route still finds its row
+    assert assign_dials([(2, "carrier-b")], dials) == {2: second}
+    assert assign_dials([(1, "carrier-a"), (2, "carrier-b")], dials) == {1: first, 2: second}
+    assert assign_dials([(1, "carrier-b")], dials) == {1: second}
+    # routes the dial strings do not show (an operator's own trunk naming): by position
+    assert assign_dials([(1, "trunk-x"), (2, "trunk-y"), (3, "trunk-z")], dials) == {1: first, 2: second, 3: None}
+    assert names_route(first, "carrier-a") and not names_route(first, "carrier")
+    assert not names_route(first, "carrier-b")
+
+
+def test_talk_time_is_capped_at_the_holds_max_time(tmp_path: Path) -> None:
+    master = tmp_path / "Master.csv"
+    master.write_text("\n".join(master_csv_lines()) + "\n")
+    rows = read_master_csv(master, "uniqueid", ["s3-disa"])
+    callee = read_master_csv(master, "channel", ["Local/84915100099905@carrier-a-00000004;2"])
+    (dial,) = [r for r in rows if r.lastapp == "Dial"]
+    rating = Rating("4915100099905", 1, "Germany", 1, "carrier-a", "8", 1, Decimal("0.60"), Decimal("0"), 1, 0)
+    hold = OpenHold(Reservation(1, "s3-disa", 1, 1, Decimal("0.04"), 4, "open", rating.to_json()), 1, "u", utcnow())
+    decision = decide(hold, dial, rows, {r.channel: r for r in callee}, now=utcnow(), stale_after_s=60)
+    assert (decision.action, decision.talk_s, decision.billed_s, decision.cost) == ("charge", 5, 4, Decimal("0.04"))
+    assert "capped at 4 s" in decision.note

@@ -202,6 +202,9 @@ async def test_cli_reconcile_dry_run_then_apply(
     master = tmp_path / "Master.csv"
     master.write_text("\n".join(master_csv_lines()) + "\n")
     settings = services.settings
+    # The CLI configures structlog for a terminal: here it would bind (and cache) loggers to
+    # pytest's captured stderr, closed after this test (as tests/test_cli.py does).
+    monkeypatch.setattr("callgate.cli.configure_logging", lambda *a, **k: None)
     monkeypatch.setenv("CALLGATE_DATABASE_URL", settings.database_url)
     monkeypatch.setenv("CALLGATE_SECRET_FILE", settings.secret_file)
     if settings.redis_url:

@@ -43,10 +43,10 @@ COLD = (
 WARM = "from callgate.cli import main\nraise SystemExit(main(['serve']))\n"
 
 
-async def _healthy(port: int, proc: subprocess.Popen[bytes]) -> None:
+async def _healthy(port: int, proc: asyncio.subprocess.Process) -> None:
     async with aiohttp.ClientSession() as session:
         for _ in range(600):
-            if proc.poll() is not None:
+            if proc.returncode is not None:
                 raise SystemExit("callgate serve exited")
             try:
                 async with session.get(f"http://{HOST}:{port}/healthz") as response:
@@ -68,7 +68,8 @@ async def _wave(mode: str, args: argparse.Namespace) -> list[float]:
         "CALLGATE_LOG_LEVEL": "warning", "CALLGATE_SPOOL_DIR": f"/tmp/callgate-wave-{mode}-spool",
     }  # fmt: skip
     code = COLD if mode == "cold" else WARM
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO, stderr=subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, env=env, cwd=REPO,
+                                                stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         await _healthy(http_port, proc)
         rng = random.Random(7)
@@ -87,7 +88,7 @@ async def _wave(mode: str, args: argparse.Namespace) -> list[float]:
         return sorted(await asyncio.gather(*(one(call) for call in calls)))
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        await asyncio.wait_for(proc.wait(), timeout=30)
 
 
 def _ms(values: list[float], pct: float) -> str:

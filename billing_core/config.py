@@ -19,6 +19,7 @@
 | CALLGATE_PLAIN_AUTH_BY | sip_extension,id | key auth methods whose HTTP answers are plain text (config.api_plain_answer) |
 | CALLGATE_DB_TIMEOUT_S | 2.0 | bound on one database transaction in a call decision |
 | CALLGATE_LOG_LEVEL | info | structlog level |
+| CALLGATE_BILLSEC_ROUNDING | truncate | talk ms -> whole seconds: truncate (Asterisk's CDR billsec), initiatedseconds (cdr.conf's option: >= 500 ms counts), ceiling |
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+
+from billing_core.services.billsec import DEFAULT_ROUNDING, BillsecRounding, parse_rounding
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -61,6 +64,7 @@ class Settings:
     plain_auth_by: tuple[str, ...] = ("sip_extension", "id")
     db_timeout_s: float = 2.0
     log_level: str = "info"
+    billsec_rounding: BillsecRounding = DEFAULT_ROUNDING
     system_currency: str = "EUR"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -93,6 +97,7 @@ class Settings:
             plain_auth_by=_csv(env.get("CALLGATE_PLAIN_AUTH_BY", "sip_extension,id")),
             db_timeout_s=float(env.get("CALLGATE_DB_TIMEOUT_S", "2.0")),
             log_level=env.get("CALLGATE_LOG_LEVEL", "info"),
+            billsec_rounding=parse_rounding(env.get("CALLGATE_BILLSEC_ROUNDING", "")),
         )
 
 

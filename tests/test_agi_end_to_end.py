@@ -102,23 +102,51 @@ async def test_prepare_then_finish_sets_variables_and_charges_once(gate: Gate) -
     query = "login=10000&destination=79010000001&callerid=&prior=1&length=13&status=ANSWER&answered_ms=12001&cause=16"
     finished = await gate.agi("callFinish", query, uniqueid="c1")
     f = finished.variables
-    # 12.001 s answered -> 13 s -> 18 s billed = 3 steps * 0.06 + 0.05 = 0.23
+    # 12.001 s answered -> 12 s (truncated, as Asterisk's billsec) -> 12 s billed = 2 steps * 0.06
+    # + 0.05 = 0.17
     assert f["CALLGATE_RESULT"] == "Saved"
-    assert f["CALLGATE_COST"] == "0.2300"
+    assert f["CALLGATE_COST"] == "0.1700"
     assert f["CALLGATE_CURRENCY"] == "EUR"
     assert f["CALLGATE_ANSWER"] == (
-        "Saved RussiaMobileTele2 [79020000002/79010000001] via [route1-cli] 18 0.2300 EUR ANSWER"
+        "Saved RussiaMobileTele2 [79020000002/79010000001] via [route1-cli] 12 0.1700 EUR ANSWER"
     )
-    assert await balance_of(gate.services, world.account) == Decimal("0.7700")
+    assert await balance_of(gate.services, world.account) == Decimal("0.8300")
 
     again = await gate.agi("callFinish", query, uniqueid="c1")
     assert again.variables["CALLGATE_ANSWER"] == f["CALLGATE_ANSWER"]
-    assert await balance_of(gate.services, world.account) == Decimal("0.7700")
+    assert await balance_of(gate.services, world.account) == Decimal("0.8300")
     async with gate.services.db.begin() as conn:
         rows = (await conn.execute(select(cdrs).where(cdrs.c.call_uid == "c1"))).all()
         holds = (await conn.execute(select(reservations).where(reservations.c.call_uid == "c1"))).all()
-    assert len(rows) == 1 and rows[0].billed_s == 18 and rows[0].cost == Decimal("0.2300")
+    assert len(rows) == 1 and rows[0].billed_s == 12 and rows[0].cost == Decimal("0.1700")
     assert holds == []  # the hold ended in the transaction that charged the call
+
+
+async def test_empty_status_closes_the_attempt_unanswered(gate: Gate) -> None:
+    """The caller hung up between the hangup handler's push and Dial (or during callPrepare):
+    DIALSTATUS is empty. callFinish closes the attempt as unanswered: 0 billed, the hold
+    released, Saved (not Failed E_INVALID_ARGUMENT, which left the hold for its 4 h)."""
+    world = await build_world(gate.services)
+    prepared = await gate.agi("callPrepare", "login=10000&destination=79010000001&prior=1", uniqueid="e1")
+    assert prepared.variables["CALLGATE_RESULT"] == "Allowed"
+    async with gate.services.db.begin() as conn:
+        held = (await conn.execute(select(reservations).where(reservations.c.call_uid == "e1"))).all()
+    assert len(held) == 1 and held[0].amount > 0
+    query = "login=10000&destination=79010000001&callerid=&prior=1&length=0&answered_ms=&status=&cause=16"
+    finished = await gate.agi("callFinish", query, uniqueid="e1", hangup_after_env=True)
+    assert finished.raw_sent.count(b"HANGUP\n") == 2  # the handler runs on a dead channel
+    assert finished.variables["CALLGATE_RESULT"] == "Saved"
+    assert finished.variables["CALLGATE_ERROR"] == ""
+    assert finished.variables["CALLGATE_COST"] == "0"
+    async with gate.services.db.begin() as conn:
+        rows = (await conn.execute(select(cdrs).where(cdrs.c.call_uid == "e1"))).all()
+        holds = (await conn.execute(select(reservations).where(reservations.c.call_uid == "e1"))).all()
+    assert [(r.prior, r.status, r.billed_s, r.cost) for r in rows] == [(1, "", 0, Decimal("0"))]
+    assert holds == []
+    assert await balance_of(gate.services, world.account) == Decimal("1.0000")
+    # the money is free again: a second call gets the whole balance's max time
+    again = await gate.agi("callPrepare", "login=10000&destination=79010000001&prior=1", uniqueid="e2")
+    assert again.variables["CALLGATE_MAXTIME"] == prepared.variables["CALLGATE_MAXTIME"]
 
 
 async def test_failover_attempts_are_separate_calls(gate: Gate) -> None:

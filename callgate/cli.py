@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -133,7 +135,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from callgate.app import serve
 
-        serve(settings)
+        busy = _busy_listen_address(settings)
+        if busy is not None:
+            print(f"error: cannot listen on {busy}: address already in use (is another callgate serving?)",
+                  file=sys.stderr)
+            return 2
+        try:
+            serve(settings)
+        except OSError as exc:  # a bind that failed after the check (a race), or no permission
+            print(f"error: callgate serve: {exc}", file=sys.stderr)
+            return 2
         return 0
     try:
         return asyncio.run(_dispatch(settings, args))
@@ -143,6 +154,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, DirectionsFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _busy_listen_address(settings: Settings) -> str | None:
+    """The first of the FastAGI and HTTP addresses another process listens on, if any: said in
+    one line before anything starts, not as a traceback from deep inside the event loop."""
+    for host, port in ((settings.agi_host, settings.agi_port), (settings.http_host, settings.http_port)):
+        if port == 0:
+            continue
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe_socket:
+            # The same option the listeners use, so a port left in TIME_WAIT is not "busy".
+            probe_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe_socket.bind((host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return f"{host}:{port}"
+                raise
+    return None
 
 
 async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:

@@ -42,6 +42,7 @@ class Caller:
     reads: list[str | None] = field(default_factory=list)
     dials: list[DialOutcome] = field(default_factory=list)
     hangup_during: str | None = None  # a script name: the caller hangs up while it runs
+    hangup_before: str | None = None  # an application: the caller is gone when it would start
     channel: str = "PJSIP/10000-00000001"
     callerid: str = "79020000002"
 
@@ -217,6 +218,8 @@ class DialplanSim:
 
     async def exec(self, app: str, data: str, context: str, exten: str) -> tuple[str, str, str] | None:
         low = app.lower()
+        if not self.dead and self.caller.hangup_before == app:
+            raise Hangup  # the PBX checks for a hangup before each priority
         self.run.apps.append(app)
         if low in ("noop", "answer", "playback", "verbose"):
             if low == "answer" and self.answered_at is None:

@@ -85,6 +85,19 @@ async def test_caller_hangs_up_during_callprepare(services: Services, port: int)
     assert await balance_of(services, account) == Decimal("10")
 
 
+async def test_caller_gone_between_allowed_and_dial(services: Services, port: int) -> None:
+    """[1, 9] Allowed, then the caller hangs up before Dial: DIALSTATUS is empty; the handler's
+    callFinish (status=) closes the attempt unanswered and the hold is released."""
+    account = await world(services)
+    run = await run_call(port, Caller(hangup_before="Dial"), context="callgate-outbound", exten=NUMBER, uid="g1")
+    assert [r.split("?")[0] for r in run.requests] == ["callPrepare", "callFinish"]
+    assert "&status=&" in run.requests[1]
+    assert run.dials == []
+    assert await rows(services, "g1") == ([(1, "", 0, Decimal("0"))], 0)
+    assert await balance_of(services, account) == Decimal("10")
+    assert not [m for level, m in run.logs if level == "ERROR"]
+
+
 async def test_disa_bills_the_called_party_talk_time(services: Services, port: int) -> None:
     """[2, 3] 018-020: the DISA caller is answered, enters 10000#1234 and the number; the callee
     answers after 2 s and talks 5 s. ANSWEREDTIME_MS would be ~13 s (the caller's up time) and

@@ -22,6 +22,7 @@
 | CALLGATE_STARTUP_RETRY_MAX_S | 10 | `serve` with the database down: longest pause between migration / warm-up retries (back-off from 0.5 s) |
 | CALLGATE_WARM_PROFILES | 1000 | extensions whose extension + user profiles are loaded before the FastAGI port opens; 0 = none |
 | CALLGATE_WORKER_MAX_RESTARTS | 10 | worker restarts the supervisor allows within 60 s before it stops `serve` (exit 1) |
+| CALLGATE_BILLSEC_ROUNDING | truncate | talk ms -> whole seconds: truncate (Asterisk's CDR billsec), initiatedseconds (cdr.conf's option: >= 500 ms counts), ceiling |
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+
+from billing_core.services.billsec import DEFAULT_ROUNDING, BillsecRounding, parse_rounding
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -67,6 +70,7 @@ class Settings:
     startup_retry_max_s: float = 10.0
     warm_profiles: int = 1000
     worker_max_restarts: int = 10
+    billsec_rounding: BillsecRounding = DEFAULT_ROUNDING
     system_currency: str = "EUR"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -102,6 +106,7 @@ class Settings:
             startup_retry_max_s=float(env.get("CALLGATE_STARTUP_RETRY_MAX_S", "10")),
             warm_profiles=int(env.get("CALLGATE_WARM_PROFILES", "1000")),
             worker_max_restarts=int(env.get("CALLGATE_WORKER_MAX_RESTARTS", "10")),
+            billsec_rounding=parse_rounding(env.get("CALLGATE_BILLSEC_ROUNDING", "")),
         )
 
 

@@ -80,7 +80,7 @@ async def test_add_key_refuses_bad_keys_and_levels_above_the_callers(
     assert code(await call(dispatcher, keys.client, "addKey", login(ops, **no_key))) == "E_MISSING_ARGUMENT"
     assert code(await call(dispatcher, keys.client, "addKey", login(res, **new_key()))) == "E_INSUFFICIENT_ACCESS"
     server_key_by_master = await call(
-        dispatcher, keys.server, "addKey", {"login": "admin", **new_key(apikey="asterisk-Zr9w-k7Q", accessLevel="50")}
+        dispatcher, keys.server, "addKey", {"login": "admin", **new_key(apikey="ast-Zr9w-k7Qm-4Tb", accessLevel="50")}
     )
     assert server_key_by_master.ok, server_key_by_master.error
     async with services.db.begin() as conn:

@@ -56,12 +56,25 @@ class MemoryBackend:
         self._entries: dict[str, tuple[float, bytes]] = {}
         self._shared = shared
         self._watcher: asyncio.Task[None] | None = None
+        self._baseline = asyncio.Event()
         self._closing = False
 
     async def generations(self) -> dict[str, int] | None:
-        if self._shared is not None and self._watcher is None and not self._closing:
-            self._watcher = asyncio.get_running_loop().create_task(self._shared.watch(self._changed))
+        if self._shared is not None and not self._baseline.is_set() and not self._closing:
+            if self._watcher is None:
+                self._watcher = asyncio.get_running_loop().create_task(self._watch(self._shared))
+            await self._baseline.wait()  # the first decisions only: one read of a 3-row table
         return dict(self._generations)
+
+    async def _watch(self, shared: SharedGenerations) -> None:
+        seen: dict[str, int] | None = None
+        try:
+            seen = await shared.read()  # before any lookup: later changes are all news
+        except Exception as exc:
+            log.warning("cache.shared_generations_unavailable", error=type(exc).__name__)
+        finally:
+            self._baseline.set()
+        await shared.watch(self._changed, seen)
 
     def _changed(self, namespace: str) -> None:
         self._generations[namespace] = self._generations.get(namespace, 0) + 1

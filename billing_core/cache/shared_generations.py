@@ -9,6 +9,8 @@ Each invalidation therefore also bumps the namespace's row in `cache_generations
 task of each serving process reads the (three-row) table every POLL_S seconds; a
 counter that moved bumps the local generation, so the next lookup reloads. A write thus
 reaches a running server within about POLL_S plus one read of the table (under 2 s).
+The counters are first read before the process's first lookup, so that warm caches are
+not thrown away by the first poll.
 A database that does not answer only delays this: the poller logs once and retries.
 """
 
@@ -52,11 +54,11 @@ class SharedGenerations:
         async with self.db.begin() as conn:
             await conn.execute(statement)
 
-    async def watch(self, changed: Callable[[str], None]) -> None:
-        """Call `changed(namespace)` for every counter that moved, until cancelled. The first
-        read reports every namespace: a write between this process's first lookups and
-        that read would otherwise go unseen."""
-        seen: dict[str, int] | None = None
+    async def watch(self, changed: Callable[[str], None], seen: dict[str, int] | None = None) -> None:
+        """Call `changed(namespace)` for every counter that moved since `seen` (read before
+        this process's first lookup), until cancelled. Without `seen` (the database did not
+        answer then) the first read reports every namespace: a write before it could
+        otherwise go unseen."""
         healthy = True
         while True:
             try:

@@ -25,6 +25,7 @@
 | CALLGATE_HTTP_IDLE_TIMEOUT_S | 10 | an HTTP connection without a complete request head for this long (new, or idle between requests) is closed |
 | CALLGATE_HTTP_BODY_TIMEOUT_S | 10 | a request body not read completely within this is answered 408 |
 | CALLGATE_LOG_LEVEL | info | structlog level |
+| CALLGATE_BILLSEC_ROUNDING | truncate | talk ms -> whole seconds: truncate (Asterisk's CDR billsec), initiatedseconds (cdr.conf's option: >= 500 ms counts), ceiling |
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+
+from billing_core.services.billsec import DEFAULT_ROUNDING, BillsecRounding, parse_rounding
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -73,6 +76,7 @@ class Settings:
     http_idle_timeout_s: float = 10.0
     http_body_timeout_s: float = 10.0
     log_level: str = "info"
+    billsec_rounding: BillsecRounding = DEFAULT_ROUNDING
     system_currency: str = "EUR"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -111,6 +115,7 @@ class Settings:
             http_idle_timeout_s=float(env.get("CALLGATE_HTTP_IDLE_TIMEOUT_S", "10")),
             http_body_timeout_s=float(env.get("CALLGATE_HTTP_BODY_TIMEOUT_S", "10")),
             log_level=env.get("CALLGATE_LOG_LEVEL", "info"),
+            billsec_rounding=parse_rounding(env.get("CALLGATE_BILLSEC_ROUNDING", "")),
         )
 
 

@@ -169,7 +169,7 @@ class Dispatcher:
         services = self.services
         # FastAGI (no key) is never subject to a ban: it carries no key to guess, its only
         # credential is a call-control key's mask, and a ban on an Asterisk host stopped
-        # every call (docs/decisions.md, "Bans and the Asterisk hosts").
+        # every call (docs/decisions.md, "Bans and the Asterisk hosts (issue 9, item 13)").
         if cred.apikey is not None and await services.bans.is_banned(gens, cred.peer_ip):
             raise SourceForbidden("access from this IP is locked")
         if cred.apikey is None:

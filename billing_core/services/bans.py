@@ -4,7 +4,7 @@ The spec locks the address "for an indefinite term"; here a ban lasts
 CALLGATE_BAN_SECONDS (an hour by default; 0 = the spec's indefinite term), because one
 mistyped key from an operator's own host must not lock it out until someone notices.
 
-Never banned (the spec's whitelist; docs/decisions.md, "Bans and the Asterisk hosts"):
+Never banned (the spec's whitelist; docs/decisions.md, "Bans and the Asterisk hosts (issue 9, item 13)"):
 - the masks of CALLGATE_BAN_WHITELIST;
 - the addresses of enabled call-control keys (level >= 50: the Asterisk hosts), when
   the key's mask names at most SERVER_MASK_MAX_ADDRESSES addresses (one host, or a /24

@@ -5,7 +5,7 @@ write (`callgate bans remove`, `keys add`, `directions import`) never reached a 
 `callgate serve`. Each invalidation now also bumps a row here, and the in-process cache
 polls the table (billing_core.cache.shared_generations).
 
-Revision ID: 0009
+Revision ID: 0006
 Revises: 0005
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
+revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None

@@ -196,6 +196,7 @@ class _Session(asyncio.Protocol):
         lines = text.split("\n") if end else []
         self._env = [line.removesuffix("\r") for line in lines] if "\r" in text else lines
         self._buffer = buffer[after:]  # before any command goes out: it may hold its reply
+        self.hung_up = has_hangup_line(self._buffer)  # the caller left already (same segment)
         self._env_complete()
 
     def _take_lines(self, buffer: bytes) -> None:

@@ -29,7 +29,7 @@ from tests.factories import balance_of
 from tests.test_agi_end_to_end import build_world
 
 PREPARE = "login=10000&destination=79010000001&callerid=&prior=1"
-# 12.001 s answered -> 13 s -> 18 s billed = 3 steps * 0.06 + 0.05 = 0.23 (build_world's tariff)
+# 12.001 s answered: 12 s billed (Asterisk's billsec rule), 0.17 EUR on build_world's tariff
 FINISH = PREPARE + "&length=13&status=ANSWER&answered_ms=12001&cause=16"
 
 
@@ -88,14 +88,14 @@ async def _spooled_then_replayed_once(node: Node, uid: str, account: int) -> Non
 
     report = await node.bridge.replay_spool()
     assert report is not None and (report.done, report.failed, report.pending) == (1, 0, 0)
-    assert await balance_of(node.services, account) == Decimal("0.7700")
+    assert await balance_of(node.services, account) == Decimal("0.8300")
     assert await _rows(node.services, uid) == (1, 0)  # one CDR, the hold ended with it
     # The dialplan retrying, and a second replay, change nothing.
     again = await node.agi("callFinish", FINISH, uid)
-    assert again["CALLGATE_RESULT"] == "Saved" and again["CALLGATE_COST"] == "0.2300"
+    assert again["CALLGATE_RESULT"] == "Saved" and again["CALLGATE_COST"] == "0.1700"
     report = await node.bridge.replay_spool()
     assert report is not None and report.done == 0
-    assert await balance_of(node.services, account) == Decimal("0.7700")
+    assert await balance_of(node.services, account) == Decimal("0.8300")
     assert await _rows(node.services, uid) == (1, 0)
 
 
@@ -134,7 +134,7 @@ async def test_internal_client_error_from_the_driver_is_an_outage(
     if not node.services.db.is_sqlite:
         assert finished["CALLGATE_ERROR"] == "E_SQL_ERROR"  # mapped as unavailable, not a bug
     await node.bridge.replay_spool()  # the failing call was the one above: this one charges
-    assert await balance_of(node.services, world.account) == Decimal("0.7700")
+    assert await balance_of(node.services, world.account) == Decimal("0.8300")
     assert await _rows(node.services, "u20d") == (1, 0)
     assert finished["CALLGATE_RESULT"] == "Spooled", finished
 
@@ -151,8 +151,8 @@ async def test_an_empty_call_id_is_absent_over_fastagi(node: Node) -> None:
     prepared = await node.agi("callPrepare", PREPARE + "&call_id=", "u20e")
     assert prepared["CALLGATE_RESULT"] == "Allowed", prepared
     finished = await node.agi("callFinish", FINISH + "&call_id=", "u20e")
-    assert (finished["CALLGATE_RESULT"], finished["CALLGATE_COST"]) == ("Saved", "0.2300"), finished
-    assert await balance_of(node.services, world.account) == Decimal("0.7700")
+    assert (finished["CALLGATE_RESULT"], finished["CALLGATE_COST"]) == ("Saved", "0.1700"), finished
+    assert await balance_of(node.services, world.account) == Decimal("0.8300")
     assert await _rows(node.services, "u20e") == (1, 0)  # the uniqueid is the call, as without call_id
 
 
@@ -176,5 +176,5 @@ async def test_an_empty_call_id_is_absent_over_http(services: Services) -> None:
     finally:
         await runner.cleanup()
     assert prepared[0] == 200 and prepared[1].startswith("Allowed "), prepared
-    assert finished[0] == 200 and " 18 0.2300 EUR ANSWER" in finished[1], finished
-    assert await balance_of(services, world.account) == Decimal("0.7700")
+    assert finished[0] == 200 and " 12 0.1700 EUR ANSWER" in finished[1], finished
+    assert await balance_of(services, world.account) == Decimal("0.8300")

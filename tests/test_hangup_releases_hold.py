@@ -137,9 +137,9 @@ async def test_an_answer_delivered_to_a_live_channel_keeps_its_hold(gate: Gate) 
     assert result.variables["CALLGATE_RESULT"] == "Allowed"
     assert await _rows(gate.services, "live") == ([], 1)
     finished = await gate.agi("callFinish", PREPARE + "&length=13&status=ANSWER&answered_ms=12001", "live")
-    assert finished.variables["CALLGATE_COST"] == "0.2300"
-    assert await balance_of(gate.services, world.account) == Decimal("0.7700")
-    assert await _rows(gate.services, "live") == ([("ANSWER", 18, Decimal("0.2300"))], 0)
+    assert finished.variables["CALLGATE_COST"] == "0.1700"
+    assert await balance_of(gate.services, world.account) == Decimal("0.8300")
+    assert await _rows(gate.services, "live") == ([("ANSWER", 12, Decimal("0.1700"))], 0)
 
 
 async def test_hangup_in_the_same_segment_as_the_env_block_releases_the_hold(gate: Gate) -> None:

@@ -18,8 +18,8 @@ billing_core.db.pg_batch sends a `timeout` item again, alone (so it may wait all
 left), while its own decision has time left, else answers E_SQL_ERROR: what the database
 did.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006 (0006_cache_generations, on main; this was 0006 on its branch)
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from pathlib import Path
 
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

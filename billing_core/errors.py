@@ -99,5 +99,5 @@ class UnexpectedFailure(ApiError):
     """Not a verdict on the request: a bug, or a state of the store nothing maps yet (it is
     E_LUA_EXCEPTION on the wire). A valid callFinish that meets one is spooled, not lost."""
 
-    def __init__(self, detail: str = "unexpected failure") -> None:
-        super().__init__(ErrorCode.E_LUA_EXCEPTION, detail)
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(ErrorCode.E_LUA_EXCEPTION, detail)  # the spec's description by default

@@ -34,9 +34,10 @@ from fastagi.messages import AGIAnswer, AGIRequest
 log = structlog.get_logger(__name__)
 
 REPLY_MARGIN_S = 0.5  # see billing_core.db.pg_call_ledger.REPLY_MARGIN_S
-# How an attempt whose Allowed never reached a live channel is closed: the caller left
-# before Dial (Asterisk's DIALSTATUS for a caller who hangs up first).
-UNDELIVERED_STATUS = "CANCEL"
+# How an attempt whose Allowed never reached a live channel is closed: as the dialplan's
+# hangup handler closes a prior that never reached Dial (empty DIALSTATUS, answered_ms=0),
+# so the CDR is the same whichever of the two comes first.
+UNDELIVERED_STATUS = ""
 # What of callPrepare's arguments identifies the attempt again in its callFinish.
 _RELEASE_ARGS = ("login", "destination", "prior", "callerid", "call_id")
 
@@ -120,14 +121,14 @@ class AGIBridge:
         """The FastAGI server's word that an answer never reached a live channel (a HANGUP
         came before its last reply, or the connection was gone before it was sent). An
         `Allowed` callPrepare then holds money for a call that cannot be dialled: the attempt
-        is closed as unanswered (`CANCEL`, 0 s) through callFinish itself, so it is one
+        is closed as unanswered (empty status, 0 s) through callFinish itself, so it is one
         transaction in the ledger (CDR, no charge, hold ended), spooled if the database is
         away, and idempotent with the dialplan's own callFinish for the same (call, prior)."""
         allowed = variables.get(contract.VAR_RESULT) == contract.RESULT_ALLOWED
         if request.script != contract.SCRIPT_CALL_PREPARE or not allowed:
             return
         args = {name: request.args[name] for name in _RELEASE_ARGS if name in request.args}
-        args |= {"length": "0", "status": UNDELIVERED_STATUS}
+        args |= {"length": "0", "status": UNDELIVERED_STATUS, "answered_ms": "0"}
         finish = AGIRequest(contract.SCRIPT_CALL_FINISH, args, request.env, request.peer_ip)
         answer = await self(finish)
         log.info("agi.hold_released_after_hangup", call_uid=request.uniqueid, prior=args.get("prior", "1"),

@@ -383,6 +383,7 @@ async def test_allowed_answer_has_the_spec_form(services: Services, dispatcher: 
         "CALLGATE_ROUTE": "route1-cli",
         "CALLGATE_PITCH_RX": "3",
         "CALLGATE_PITCH_TX": "3",
+        "CALLGATE_RINGTIME": "60",  # callgate's own, for Dial's time-out: in the fields, not the line
     }
 
 

@@ -8,7 +8,7 @@ import re
 from decimal import Decimal
 from typing import Any, Literal
 
-from billing_core.api.params import Bool, Int, NoParams, Num, Params, Str
+from billing_core.api.params import Amount, Bool, Int, NoParams, Num, Params, Str
 from billing_core.api.registry import REGISTRY, CallContext, TextAnswer
 from billing_core.cache.keys import NS_RATING
 from billing_core.errors import ApiError, ErrorCode
@@ -71,7 +71,7 @@ class AddRatesParams(Params):
     bill_type: Str = "byminute"
     is_option: Bool = False
     is_public: Bool = False
-    switch_price: Num = Decimal("0.00")
+    switch_price: Amount = Decimal("0.00")
     multiplier: Num = Decimal("1.00")
     did_multiplier: Num = Decimal("1.00")
     description: Str = ""
@@ -189,7 +189,7 @@ async def get_current_rates(ctx: CallContext, p: GetCurrentRatesParams) -> list[
 class AddDirectionParams(Params):
     rates: Int
     direction: Int
-    cost: Num
+    cost: Amount
     route: Int
     priority: Int = 1
 
@@ -212,7 +212,7 @@ class UpdateDirectionParams(Params):
     rates: Int
     direction: Int
     prior: Int = 1  # selects the entry
-    cost: Num | None = None
+    cost: Amount | None = None
     route: Int | None = None
     priority: Int | None = None  # moves the entry
 

@@ -23,7 +23,7 @@ MONEY_LIMIT = Decimal("1e14")  # NUMERIC(18,4): every stored amount is strictly 
 
 # [0-9], not \d: \d also matches Arabic-Indic and other scripts' digits.
 _AMOUNT_RE = re.compile(r"[+-]?[0-9]{1,14}(\.[0-9]{0,4})?|[+-]?\.[0-9]{1,4}", re.ASCII)
-_NUMBER_RE = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)", re.ASCII)
+_NUMBER_RE = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
 
 
 class LossyMoneyError(TypeError):
@@ -64,11 +64,12 @@ def parse_amount(value: object) -> Decimal:
 
 
 def parse_number(value: object) -> Decimal:
-    """A non-money `num` (multiplier, time zone): plain ASCII decimal notation, no exponent."""
+    """A non-money `num` (multiplier, time zone, seconds): ASCII decimal notation, an
+    exponent allowed (its size is bounded by the field's max_digits)."""
     if isinstance(value, Decimal | int) and not isinstance(value, bool):
         return Decimal(value)
     if not isinstance(value, str) or not _NUMBER_RE.fullmatch(value.strip()):
-        raise ValueError("a number is plain decimal digits (0-9, one '.')")
+        raise ValueError("a number is decimal digits 0-9 (one '.', an optional exponent)")
     return Decimal(value.strip())
 
 

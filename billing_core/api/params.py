@@ -17,7 +17,7 @@ from pydantic.fields import FieldInfo
 from billing_core.money import parse_amount, parse_number
 
 # `num` in the spec: a finite decimal (multipliers, time zones) or an integer (ids, seconds).
-# Plain ASCII notation only: Decimal() alone would take "1e5" or Arabic-Indic digits.
+# ASCII digits only: Decimal() alone would take Arabic-Indic and other scripts' digits.
 Num = Annotated[Decimal, BeforeValidator(parse_number), Field(allow_inf_nan=False, max_digits=24)]
 # A `num` that is money: the one parser of amounts (billing_core.money.parse_amount) — at
 # most 4 decimals and 14 integer digits, refused (E_INVALID_ARGUMENT), never rounded.

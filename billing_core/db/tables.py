@@ -220,13 +220,15 @@ tariffs = Table(
     Column("bill_type", String(32), nullable=False, server_default="byminute"),
     Column("is_option", Boolean, nullable=False, server_default="0"),
     Column("is_public", Boolean, nullable=False, server_default="0"),
-    Money("switch_price", nullable=False, server_default="0"),
+    Money("switch_price", nullable=False, server_default="0"),  # charged once, by switchRates
+    Money("connect_fee", nullable=False, server_default="0"),  # callgate's own: per billed call
     Column("multiplier", Numeric(12, 6), nullable=False, server_default="1"),
     Column("did_multiplier", Numeric(12, 6), nullable=False, server_default="1"),
     Column("description", String(512), nullable=False, server_default=""),
     Column("owner", String(32), nullable=False),
     UniqueConstraint("owner", "name", name="uq_tariffs_owner_name"),  # addRates: names unique per owner
     CheckConstraint("switch_price >= 0", name="switch_price_not_negative"),
+    CheckConstraint("connect_fee >= 0", name="connect_fee_not_negative"),
     CheckConstraint("multiplier >= 0", name="multiplier_not_negative"),
 )
 

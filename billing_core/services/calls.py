@@ -217,7 +217,7 @@ def _plan(rating: Rating, cap_s: int, available: Decimal) -> tuple[int, Decimal]
         return cap_s, ZERO
     max_time_s = max_call_time(
         price_per_minute=rating.price_per_minute,
-        switch_price=rating.switch_price,
+        connect_fee=rating.connect_fee,
         step=rating.step,
         free_threshold=rating.free_threshold,
         available=available,
@@ -226,7 +226,7 @@ def _plan(rating: Rating, cap_s: int, available: Decimal) -> tuple[int, Decimal]
     if max_time_s is None:
         return None
     amount = reserve_amount(
-        rating.billed(max_time_s), price_per_minute=rating.price_per_minute, switch_price=rating.switch_price
+        rating.billed(max_time_s), price_per_minute=rating.price_per_minute, connect_fee=rating.connect_fee
     )
     return max_time_s, amount
 

@@ -71,7 +71,8 @@ class AddRatesParams(Params):
     bill_type: Str = "byminute"
     is_option: Bool = False
     is_public: Bool = False
-    switch_price: Amount = Decimal("0.00")
+    switch_price: Amount = Decimal("0.00")  # charged once, when switchRates connects it
+    connect_fee: Amount = Decimal("0.00")  # callgate's own: EUR per billed call (docs/billing.md)
     multiplier: Num = Decimal("1.00")
     did_multiplier: Num = Decimal("1.00")
     description: Str = ""
@@ -86,6 +87,7 @@ async def add_rates(ctx: CallContext, p: AddRatesParams) -> bool:
         is_option=p.is_option,
         is_public=p.is_public,
         switch_price=p.switch_price,
+        connect_fee=p.connect_fee,
         multiplier=p.multiplier,
         did_multiplier=p.did_multiplier,
         description=p.description,

@@ -343,9 +343,11 @@ async def _call_record(
     services: Services, gens: Generations, caller: Caller, report: Finish, number: str, rating: Rating,
     *, max_time_s: int | None,
 ) -> CallRecord:  # fmt: skip
-    """The CDR of the call priced at `rating`, its length capped at the hold's max time."""
+    """The CDR of the call priced at `rating`, its length capped at the hold's max time
+    and, held or not, at the caps callPrepare applies (call_cap): a finish without a hold
+    is never billed for longer than a prepared call could have lasted."""
     currency, course = await _display_currency(services, gens, caller.user.currency)
-    length_s = reported_length(report.length_s, report.answered_ms)
+    length_s = min(reported_length(report.length_s, report.answered_ms), call_cap(services, caller))
     if max_time_s is not None:
         length_s = min(length_s, max_time_s)  # the dialplan's L() enforces it too
     answered = is_answered(report.status)

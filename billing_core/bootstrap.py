@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from billing_core.db.engine import Database
 from billing_core.db.migrate import upgrade_to_head
@@ -21,9 +21,24 @@ BASE_CURRENCIES = (("EUR", Decimal(1), "€"),)
 BASE_BILL_TYPES = (("byminute", 0, 60), ("bysecond", 0, 1))
 
 
+# Every worker of `callgate serve` migrates on its own (the parent never touches the
+# database, so it cannot crash on an outage): a session advisory lock on PostgreSQL makes
+# them take turns; the second finds the schema at head. SQLite has one writer anyway.
+MIGRATION_LOCK_KEY = 0x63616C6C67617465  # "callgate"
+
+
 async def bootstrap(db: Database) -> None:
-    await upgrade_to_head(db.engine)
-    await seed_base_data(db)
+    if db.is_sqlite:
+        await upgrade_to_head(db.engine)
+        await seed_base_data(db)
+        return
+    async with db.engine.connect() as lock_conn:
+        await lock_conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        try:
+            await upgrade_to_head(db.engine)
+            await seed_base_data(db)
+        finally:
+            await lock_conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
 
 
 async def seed_base_data(db: Database) -> None:

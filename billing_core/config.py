@@ -10,15 +10,25 @@
 | CALLGATE_SECRET_FILE | ./.callgate-secret | key that encrypts stored SIP passwords and PINs (created if missing) |
 | CALLGATE_MAX_CALL_S | 14400 | ceiling of any call's max time |
 | CALLGATE_RESERVATION_GRACE_S | 120 | a reservation expires max time + this after callPrepare |
-| CALLGATE_BAN_SECONDS | 0 | how long an IP that used a bad key stays banned; 0 = indefinitely (the spec) |
-| CALLGATE_BAN_WHITELIST | (empty) | comma-separated IP masks that are never banned |
-| CALLGATE_DISA_MAX_FAILURES | 5 | failed DISA logins from one caller ID before a lock-out |
+| CALLGATE_BAN_SECONDS | 3600 | how long an IP that used a bad key (or too many wrong passwords) stays banned; 0 = indefinitely (the spec's literal rule) |
+| CALLGATE_BAN_WHITELIST | (empty) | comma-separated IP masks that are never banned (the addresses of call-control keys are always whitelisted) |
+| CALLGATE_LOGIN_MAX_FAILURES | 5 | wrong passwords for one login (dynamic client keys) before that login is locked out |
+| CALLGATE_LOGIN_IP_MAX_FAILURES | 20 | wrong passwords from one address, any login, before the address is banned |
+| CALLGATE_LOGIN_LOCKOUT_S | 900 | the window those failures are counted in, and how long a login stays locked |
+| CALLGATE_DISA_MAX_FAILURES | 5 | failed DISA logins from one caller ID, or for one extension, before a lock-out |
 | CALLGATE_DISA_LOCKOUT_S | 900 | how long that lock-out lasts |
 | CALLGATE_FAIL_OPEN_MAX_S | 0 | when the database is down, allow calls for at most this many seconds; 0 = decline |
 | CALLGATE_SPOOL_DIR | ./spool | where callFinish keeps CDRs it could not write yet |
 | CALLGATE_PLAIN_AUTH_BY | sip_extension,id | key auth methods whose HTTP answers are plain text (config.api_plain_answer) |
 | CALLGATE_DB_TIMEOUT_S | 2.0 | bound on one database transaction in a call decision |
+| CALLGATE_HTTP_MAX_CONNECTIONS | 1000 | open HTTP connections at most (at most half the file-descriptor limit); more are answered 503 and closed |
+| CALLGATE_HTTP_IDLE_TIMEOUT_S | 10 | an HTTP connection without a complete request head for this long (new, or idle between requests) is closed |
+| CALLGATE_HTTP_BODY_TIMEOUT_S | 10 | a request body not read completely within this is answered 408 |
 | CALLGATE_LOG_LEVEL | info | structlog level |
+| CALLGATE_STARTUP_RETRY_MAX_S | 10 | `serve` with the database down: longest pause between migration / warm-up retries (back-off from 0.5 s) |
+| CALLGATE_WARM_PROFILES | 1000 | extensions whose extension + user profiles are loaded before the FastAGI port opens; 0 = none |
+| CALLGATE_WORKER_MAX_RESTARTS | 10 | worker restarts the supervisor allows within 60 s before it stops `serve` (exit 1) |
+| CALLGATE_BILLSEC_ROUNDING | truncate | talk ms -> whole seconds: truncate (Asterisk's CDR billsec), initiatedseconds (cdr.conf's option: >= 500 ms counts), ceiling |
 """
 
 from __future__ import annotations
@@ -27,6 +37,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+
+from billing_core.services.billsec import DEFAULT_ROUNDING, BillsecRounding, parse_rounding
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -52,15 +64,25 @@ class Settings:
     secret_file: str = "./.callgate-secret"
     max_call_s: int = 14400
     reservation_grace_s: int = 120
-    ban_seconds: int = 0
+    ban_seconds: int = 3600
     ban_whitelist: tuple[str, ...] = ()
     disa_max_failures: int = 5
     disa_lockout_s: int = 900
+    login_max_failures: int = 5
+    login_ip_max_failures: int = 20
+    login_lockout_s: int = 900
     fail_open_max_s: int = 0
     spool_dir: str = "./spool"
     plain_auth_by: tuple[str, ...] = ("sip_extension", "id")
     db_timeout_s: float = 2.0
+    http_max_connections: int = 1000
+    http_idle_timeout_s: float = 10.0
+    http_body_timeout_s: float = 10.0
     log_level: str = "info"
+    startup_retry_max_s: float = 10.0
+    warm_profiles: int = 1000
+    worker_max_restarts: int = 10
+    billsec_rounding: BillsecRounding = DEFAULT_ROUNDING
     system_currency: str = "EUR"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -84,15 +106,25 @@ class Settings:
             secret_file=env.get("CALLGATE_SECRET_FILE", cls.secret_file),
             max_call_s=int(env.get("CALLGATE_MAX_CALL_S", "14400")),
             reservation_grace_s=int(env.get("CALLGATE_RESERVATION_GRACE_S", "120")),
-            ban_seconds=int(env.get("CALLGATE_BAN_SECONDS", "0")),
+            ban_seconds=int(env.get("CALLGATE_BAN_SECONDS", "3600")),
             ban_whitelist=_csv(env.get("CALLGATE_BAN_WHITELIST", "")),
             disa_max_failures=int(env.get("CALLGATE_DISA_MAX_FAILURES", "5")),
             disa_lockout_s=int(env.get("CALLGATE_DISA_LOCKOUT_S", "900")),
+            login_max_failures=int(env.get("CALLGATE_LOGIN_MAX_FAILURES", "5")),
+            login_ip_max_failures=int(env.get("CALLGATE_LOGIN_IP_MAX_FAILURES", "20")),
+            login_lockout_s=int(env.get("CALLGATE_LOGIN_LOCKOUT_S", "900")),
             fail_open_max_s=int(env.get("CALLGATE_FAIL_OPEN_MAX_S", "0")),
             spool_dir=env.get("CALLGATE_SPOOL_DIR", cls.spool_dir),
             plain_auth_by=_csv(env.get("CALLGATE_PLAIN_AUTH_BY", "sip_extension,id")),
             db_timeout_s=float(env.get("CALLGATE_DB_TIMEOUT_S", "2.0")),
+            http_max_connections=int(env.get("CALLGATE_HTTP_MAX_CONNECTIONS", "1000")),
+            http_idle_timeout_s=float(env.get("CALLGATE_HTTP_IDLE_TIMEOUT_S", "10")),
+            http_body_timeout_s=float(env.get("CALLGATE_HTTP_BODY_TIMEOUT_S", "10")),
             log_level=env.get("CALLGATE_LOG_LEVEL", "info"),
+            startup_retry_max_s=float(env.get("CALLGATE_STARTUP_RETRY_MAX_S", "10")),
+            warm_profiles=int(env.get("CALLGATE_WARM_PROFILES", "1000")),
+            worker_max_restarts=int(env.get("CALLGATE_WORKER_MAX_RESTARTS", "10")),
+            billsec_rounding=parse_rounding(env.get("CALLGATE_BILLSEC_ROUNDING", "")),
         )
 
 

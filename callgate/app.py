@@ -1,10 +1,13 @@
 """`callgate serve`: FastAGI and the HTTP shim in one process, over one registry.
 
-With CALLGATE_WORKERS=N > 1 the parent runs the migrations once and starts N worker
-processes that all bind the same ports with SO_REUSEPORT, so the kernel spreads
-connections over the cores. Several workers need the server backend (PostgreSQL for
-row locks across processes, Redis so that cache invalidations reach every worker);
-the embedded default runs one worker.
+With CALLGATE_WORKERS=N > 1 a supervisor (callgate.supervisor) starts N worker processes
+that all bind the same ports with SO_REUSEPORT, so the kernel spreads connections over
+the cores; it restarts a worker that dies and takes them all down with it. Several
+workers need the server backend (PostgreSQL for row locks across processes, Redis so
+that cache invalidations reach every worker); the embedded default runs one worker.
+
+Each worker migrates, warms up and only then listens; with the database down it listens
+degraded and recovers by itself (callgate.startup).
 """
 
 from __future__ import annotations
@@ -12,43 +15,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import multiprocessing
 import os
 import shutil
 import signal
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import structlog
 
-from billing_core.api.dispatch import Dispatcher
-from billing_core.bootstrap import bootstrap
 from billing_core.config import Settings
-from billing_core.http.app import start_http
 from billing_core.http.metrics import MULTIPROC_DIR_ENV
-from billing_core.services.calls import run_expiry_loop
-from billing_core.services.container import Services
-from billing_core.services.spool import Spool
 from callgate.logging_setup import configure_logging
-from fastagi.bridge import AGIBridge
-from fastagi.server import FastAGIServer, ServerConfig
+from callgate.startup import Worker
+from callgate.supervisor import Supervisor, die_with_parent, parent_gone
 
 log = structlog.get_logger(__name__)
-
-SPOOL_REPLAY_INTERVAL_S = 5.0
-EXPIRY_INTERVAL_S = 30.0
-
-
-async def _replay_loop(bridge: AGIBridge, interval_s: float) -> None:
-    while True:
-        try:
-            report = await bridge.replay_spool()
-            if report is not None and (report.done or report.failed):
-                log.info("spool.replay", done=report.done, failed=report.failed, pending=report.pending)
-        except Exception:
-            log.exception("spool.replay_error")
-        await asyncio.sleep(interval_s)
 
 
 def _stop_event() -> asyncio.Event:
@@ -60,44 +41,37 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-async def run_worker(settings: Settings, *, migrate: bool, reuse_port: bool) -> None:
-    import billing_core.api.methods  # noqa: F401 - registers every method
+async def _watch_parent(parent_pid: int, stop: asyncio.Event, interval_s: float = 1.0) -> None:
+    """The fallback of PR_SET_PDEATHSIG: an orphaned worker stops serving on its own."""
+    while not stop.is_set():
+        if parent_gone(parent_pid):
+            log.warning("callgate.parent_gone", parent=parent_pid)
+            stop.set()
+            return
+        await asyncio.sleep(interval_s)
 
-    services = Services.build(settings)
-    if migrate:
-        await bootstrap(services.db)
-    dispatcher = Dispatcher(services)
-    bridge = AGIBridge(dispatcher, Spool(settings.spool_dir))
-    # The bridge bounds each registry call (and spools a callFinish that overruns) well
-    # inside the server's own dispatch limit, so the server's limit is only a backstop.
-    agi = FastAGIServer(bridge, ServerConfig(dispatch_timeout_s=bridge.timeout_s * 2))
-    await agi.start(settings.agi_host, settings.agi_port, reuse_port=reuse_port)
-    http = await start_http(dispatcher, settings.http_host, settings.http_port, reuse_port=reuse_port)
-    _settle_garbage_collector()
-    log.info(
-        "callgate.serving",
-        agi=f"{settings.agi_host}:{settings.agi_port}",
-        http=f"{settings.http_host}:{settings.http_port}",
-        database=services.db.engine.dialect.name,
-        cache=services.cache.backend.name,
-    )
+
+async def run_worker(settings: Settings, *, reuse_port: bool, parent_pid: int | None = None) -> None:
+    worker = Worker(settings, reuse_port=reuse_port)
     stop = _stop_event()
+    watchdog = None if parent_pid is None else asyncio.create_task(_watch_parent(parent_pid, stop))
+    serving = asyncio.create_task(worker.run(stop))
+    await worker_listening(worker, serving)
+    _settle_garbage_collector()
     try:
-        async with asyncio.TaskGroup() as tasks:
-            background = [
-                tasks.create_task(_replay_loop(bridge, SPOOL_REPLAY_INTERVAL_S)),
-                tasks.create_task(run_expiry_loop(services, EXPIRY_INTERVAL_S)),
-            ]
-            tasks.create_task(services.call_ledger.warm_up())
-            await stop.wait()
-            for task in background:
-                task.cancel()
+        await serving
     finally:
-        log.info("callgate.stopping")
-        agi.close()  # stop listening; sessions already dispatched finish (a callFinish is a CDR)
-        await agi.wait_closed()
-        await http.cleanup()
-        await services.close()
+        if watchdog is not None:
+            watchdog.cancel()
+
+
+async def worker_listening(worker: Worker, serving: asyncio.Task[None]) -> None:
+    """Wait until the worker listens (or ended: its exception is raised)."""
+    listening = asyncio.create_task(worker.listening.wait())
+    await asyncio.wait({listening, serving}, return_when=asyncio.FIRST_COMPLETED)
+    if serving.done():
+        listening.cancel()
+        serving.result()
 
 
 # Young-generation collections after this many net allocations (CPython's default: 700).
@@ -116,9 +90,10 @@ def _settle_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
-def _worker_main(settings: Settings) -> None:
+def _worker_main(settings: Settings, parent_pid: int) -> None:
+    die_with_parent(parent_pid)
     configure_logging(settings.log_level)
-    _run(run_worker(settings, migrate=False, reuse_port=True))
+    _run(run_worker(settings, reuse_port=True, parent_pid=parent_pid))
 
 
 def _run(coro: object) -> None:
@@ -130,39 +105,18 @@ def _run(coro: object) -> None:
         asyncio.run(coro)  # type: ignore[arg-type]
 
 
-async def _migrate_only(settings: Settings) -> None:
-    services = Services.build(settings)
-    try:
-        await bootstrap(services.db)
-    finally:
-        await services.close()
-
-
-def serve(settings: Settings) -> None:
+def serve(settings: Settings) -> int:
     configure_logging(settings.log_level)
     workers = settings.workers
     if workers > 1 and (settings.is_sqlite or not settings.redis_url):
         log.warning("callgate.single_worker", reason="several workers need PostgreSQL and Redis")
         workers = 1
     if workers == 1:
-        _run(run_worker(settings, migrate=True, reuse_port=False))
-        return
-    _run(_migrate_only(settings))
+        _run(run_worker(settings, reuse_port=False))
+        return 0
     own_metrics_dir = _shared_metrics_dir()
-    context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker_main, args=(replace(settings),)) for _ in range(workers)]
-    for process in processes:
-        process.start()
-
-    def _terminate(_signum: int, _frame: object) -> None:
-        for process in processes:
-            process.terminate()  # each worker closes its listeners and pools on SIGTERM
-
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGINT, _terminate)
     try:
-        for process in processes:
-            process.join()
+        return Supervisor(settings, workers, _worker_main).run()
     finally:
         if own_metrics_dir is not None:
             shutil.rmtree(own_metrics_dir, ignore_errors=True)

@@ -9,13 +9,17 @@
     callgate directions import FILE.csv  (header code,direction,min_len,max_len)
     callgate bans list | callgate bans remove IP
     callgate agi SCRIPT 'QUERY' [--uniqueid ID]   play one FastAGI session like Asterisk, print the variables
+    callgate reconcile (--csv Master.csv | --db-url URL [--table cdr]) [--dry-run] [--stale-after S]
+                          charge / release the open holds of calls Asterisk's CDRs show as ended
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -23,6 +27,7 @@ from billing_core.bootstrap import bootstrap
 from billing_core.cache.keys import NAMESPACES, NS_RATING
 from billing_core.config import Settings
 from billing_core.errors import ApiError
+from billing_core.services.asterisk_cdr import AsteriskCdr
 from billing_core.services.container import Services
 from billing_core.services.directions import DirectionsFileError, import_directions, read_directions_csv
 from billing_core.services.keys import AUTH_METHODS, add_key, list_keys
@@ -78,6 +83,25 @@ async def _bans(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _reconcile(services: Services, args: argparse.Namespace) -> int:
+    from billing_core.services.asterisk_cdr import read_cdr_table, read_master_csv
+    from billing_core.services.reconcile import reconcile
+
+    async def rows(column: str, values: Sequence[str]) -> list[AsteriskCdr]:
+        if args.csv:
+            return read_master_csv(args.csv, column, values)
+        return await read_cdr_table(args.db_url, args.table, column, values)
+
+    settings = services.settings
+    stale_after = args.stale_after
+    if stale_after is None:
+        stale_after = settings.max_call_s + settings.reservation_grace_s
+    report = await reconcile(services, rows, dry_run=args.dry_run, stale_after_s=stale_after)
+    for line in report.lines():
+        print(line)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="callgate", description="Asterisk call control with a billing core")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -111,6 +135,15 @@ def _parser() -> argparse.ArgumentParser:
     agi.add_argument("script", help="callPrepare, callFinish, authorizeCall or resolveDIDRule")
     agi.add_argument("query", nargs="?", default="", help="e.g. 'login=10001&destination=4915112345678&prior=1'")
     agi.add_argument("--uniqueid", default=None, help="the call's agi_uniqueid (pair callPrepare and callFinish)")
+    rec = sub.add_parser("reconcile", help="close open holds from Asterisk's own CDRs (docs/billing.md)")
+    source = rec.add_mutually_exclusive_group(required=True)
+    source.add_argument("--csv", help="cdr_csv's Master.csv")
+    source.add_argument("--db-url", help="SQLAlchemy async URL of the cdr_pgsql / cdr_adaptive_odbc database")
+    rec.add_argument("--table", default="cdr", help="the CDR table (with --db-url)")
+    rec.add_argument("--dry-run", action="store_true", help="print what would be charged or released, write nothing")
+    rec.add_argument("--stale-after", type=int, default=None,
+                     help="seconds after which a hold without any CDR is reported as stale "
+                          "(default CALLGATE_MAX_CALL_S + CALLGATE_RESERVATION_GRACE_S)")  # fmt: skip
     return parser
 
 
@@ -127,14 +160,22 @@ async def _agi(settings: Settings, args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings.from_env()
-    quiet_by_default = args.command in ("demo", "keys", "migrate", "directions", "bans", "agi")
+    quiet_by_default = args.command in ("demo", "keys", "migrate", "directions", "bans", "agi", "reconcile")
     # one-shot commands print what matters; their info-level logs would only bury it
     configure_logging("warning" if quiet_by_default and settings.log_level == "info" else settings.log_level)
     if args.command == "serve":
         from callgate.app import serve
 
-        serve(settings)
-        return 0
+        busy = _busy_listen_address(settings)
+        if busy is not None:
+            print(f"error: cannot listen on {busy}: address already in use (is another callgate serving?)",
+                  file=sys.stderr)
+            return 2
+        try:
+            return serve(settings)
+        except OSError as exc:  # a bind that failed after the check (a race), or no permission
+            print(f"error: callgate serve: {exc}", file=sys.stderr)
+            return 2
     try:
         return asyncio.run(_dispatch(settings, args))
     except ApiError as exc:
@@ -143,6 +184,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, DirectionsFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _busy_listen_address(settings: Settings) -> str | None:
+    """The first of the FastAGI and HTTP addresses another process listens on, if any: said in
+    one line before anything starts, not as a traceback from deep inside the event loop."""
+    for host, port in ((settings.agi_host, settings.agi_port), (settings.http_host, settings.http_port)):
+        if port == 0:
+            continue
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe_socket:
+            # The same option the listeners use, so a port left in TIME_WAIT is not "busy".
+            probe_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe_socket.bind((host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return f"{host}:{port}"
+                raise
+    return None
 
 
 async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
@@ -167,6 +227,8 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
         return await _with_services(settings, lambda s: _bans(s, args))
     if args.command == "agi":
         return await _agi(settings, args)
+    if args.command == "reconcile":
+        return await _with_services(settings, lambda s: _reconcile(s, args))
     raise ValueError(f"unknown command {args.command}")
 
 

@@ -64,8 +64,8 @@ async def _provision(api: DemoApi, services: Services) -> None:
     await import_directions(services.db, read_directions_csv(str(DEMO_CSV)))
     await services.cache.invalidate(NS_RATING)
     await api.call("addBillType", bill_type="sixsec", free_threshold=3, step=6)
-    await api.call("addRoute", route="carrier-a", type="sip", sip_server="sip.carrier-a.example", prefix="outline/")
-    await api.call("addRoute", route="carrier-b", type="sip", sip_server="sip.carrier-b.example", prefix="backup/")
+    await api.call("addRoute", route="carrier-a", type="sip", sip_server="sip.carrier-a.example", prefix="8")
+    await api.call("addRoute", route="carrier-b", type="sip", sip_server="sip.carrier-b.example", prefix="9")
     routes = {r["route"]: r["id"] for r in await api.call("getRoutes", all=True)}
     await api.call("addRates", table="standard", name="Standard", bill_type="sixsec", connect_fee="0.0100")
     tariff = next(t for t in await api.call("getRatesList", all=True) if t["name"] == "Standard")

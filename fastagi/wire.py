@@ -65,23 +65,26 @@ def parse_env_line(line: str) -> tuple[str, str]:
     """`agi_name: value` -> (name, value). The value may be empty or contain ': '."""
     name, sep, value = line.partition(": ")
     if not sep or not name or name != name.strip():
-        raise _malformed_env_line(line)
+        raise _malformed_env_line(0, line)
     return name, value
 
 
 def parse_env_block(lines: Iterable[str]) -> dict[str, str]:
     """The env lines (without the terminating empty line) -> dict; a repeated name keeps the last."""
     env: dict[str, str] = {}
-    for line in lines:  # parse_env_line inlined: this runs for every line of every session
+    for index, line in enumerate(lines, 1):  # parse_env_line inlined: it runs for every line
         name, sep, value = line.partition(": ")
         if not sep or not name or name != name.strip():
-            raise _malformed_env_line(line)
+            raise _malformed_env_line(index, line)
         env[name] = value
     return env
 
 
-def _malformed_env_line(line: str) -> EnvError:
-    return EnvError(ErrorCode.E_INVALID_ARGUMENT, f"malformed env line {line[:80]!r}")
+def _malformed_env_line(index: int, line: str) -> EnvError:
+    """Where and how long, never what: the detail is logged (agi_env_rejected), and a line
+    can be anything the dialplan put there, a DISA `auth` (extension + PIN) included."""
+    where = f"line {index}" if index else "line"
+    return EnvError(ErrorCode.E_INVALID_ARGUMENT, f"malformed env {where} ({len(line)} characters)")
 
 
 def split_script(network_script: str) -> tuple[str, str]:

@@ -295,12 +295,16 @@ class _Options:
     allow_pipelining: bool
     pipeline_grace_s: float
     agi_buf_len: int
+    # written after the env block, before any command is read (b"HANGUP\n": the caller hung
+    # up while the server decided, as in transcript 017); a HANGUP marks the channel dead
+    early: tuple[bytes, ...] = ()
+    dead_after_env: bool = False  # the env block's last write already ended in HANGUP
 
 
 class _Session:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, options: _Options) -> None:
         self.reader, self.writer, self.options = reader, writer, options
-        self.channel = ChannelSim()
+        self.channel = ChannelSim(dead=options.dead_after_env)
         self.inbox = _Inbox(reader, options.agi_buf_len)
         self.sent = bytearray()
         self.commands: list[str] = []
@@ -335,6 +339,13 @@ class _Session:
                 return
             if pause_s:
                 await asyncio.sleep(pause_s)
+
+    async def send_early(self) -> None:
+        for chunk in self.options.early:
+            if chunk == b"HANGUP\n":
+                self.channel.dead = True
+            if not await self.send(chunk):
+                return
 
     async def converse(self) -> None:
         """Read a command, reply, repeat, until the server closes (or sends `failure`)."""
@@ -395,6 +406,7 @@ async def _run(
     try:
         async with asyncio.timeout(timeout_s):
             await session.send_env(env_chunks, env_pause_s)
+            await session.send_early()
             if not disconnect:
                 await session.converse()
     finally:
@@ -420,6 +432,7 @@ async def run_agi_session(
     env_lines: Sequence[str] | None = None,
     split_env: bool = True,
     hangup_before_reply: int | None = None,
+    hangup_after_env: bool = False,
     hangup_at_end: bool = True,
     disconnect_after_env_lines: int | None = None,
     responder: Responder | None = None,
@@ -432,6 +445,9 @@ async def run_agi_session(
     """One FastAGI session against host:port, played like Asterisk 22.
 
     `local_addr` binds the client socket (e.g. 127.0.0.2) to play another Asterisk host.
+    `hangup_after_env` plays a caller who hangs up while the server decides: `HANGUP\n` follows
+    the env block before any command, the channel is dead from then on (dead-channel replies),
+    and after the server closes Asterisk 22 writes a second `HANGUP\n` (transcript 017).
 
     `responder(command, variables)` replaces the Asterisk behaviour: it returns the reply
     (one line, or several joined by "\\n"), or NO_REPLY ("") to stay silent. It may update
@@ -449,8 +465,12 @@ async def run_agi_session(
     chunks = [f"{line}\n".encode() for line in lines] + ([] if disconnect else [b"\n"])
     if not split_env:
         chunks = [b"".join(chunks)]
+    if hangup_after_env and not disconnect:
+        # In the env block's last write, so it is on the wire before the server can answer:
+        # the caller hung up while the decision ran (017), deterministically before the first command.
+        chunks[-1] += b"HANGUP\n"
     options = _Options(responder, hangup_before_reply, hangup_at_end, allow_pipelining,
-                       pipeline_grace_s, agi_buf_len)
+                       pipeline_grace_s, agi_buf_len, dead_after_env=hangup_after_env and not disconnect)
     return await _run(host, port, chunks, options, env_pause_s=ENV_WRITE_PAUSE_S if split_env else 0.0,
                       disconnect=disconnect, timeout_s=timeout_s, local_addr=local_addr)
 
@@ -484,12 +504,29 @@ def session_transcripts() -> list[Path]:
 
 
 def env_chunks(transcript: Mapping[str, Any]) -> list[bytes]:
-    """The Asterisk-side chunks before the server's first command: the env block as recorded."""
+    """The env block as recorded: the Asterisk-side chunks up to the one ending in the empty line.
+
+    What Asterisk wrote after it and before the server's first command (017: the caller hung
+    up, a lone `HANGUP\n`) is not env: see early_chunks."""
     chunks: list[bytes] = []
     for entry in transcript["exchange"]:
         if entry["from"] != "asterisk":
             break
         chunks.append(entry["bytes"].encode("utf-8"))
+        if b"".join(chunks).endswith(b"\n\n"):
+            break
+    return chunks
+
+
+def early_chunks(transcript: Mapping[str, Any]) -> list[bytes]:
+    """What Asterisk wrote after the env block and before the server's first command."""
+    skip = len(env_chunks(transcript))
+    chunks: list[bytes] = []
+    for entry in transcript["exchange"][skip:]:
+        if entry["from"] != "asterisk":
+            break
+        if entry["bytes"]:
+            chunks.append(entry["bytes"].encode("utf-8"))
     return chunks
 
 
@@ -499,7 +536,11 @@ def transcript_env(transcript: Mapping[str, Any]) -> dict[str, str]:
 
 
 async def replay_transcript(host: str, port: int, path: Path, *, timeout_s: float = 5.0) -> AGISessionResult:
-    """Send a transcript's env block byte for byte in its recorded chunks, then act as Asterisk."""
-    chunks = env_chunks(load_transcript(path))
-    options = _Options(None, None, True, False, 0.001, AGI_BUF_LEN)
-    return await _run(host, port, chunks, options, env_pause_s=0.002, disconnect=False, timeout_s=timeout_s)
+    """Send a transcript's env block byte for byte in its recorded chunks, then what Asterisk
+    wrote before the server's first command (017's out-of-band `HANGUP`: the channel is dead
+    from then on), then act as Asterisk; after the server closes, the second `HANGUP`."""
+    transcript = load_transcript(path)
+    early = early_chunks(transcript)
+    options = _Options(None, None, True, False, 0.001, AGI_BUF_LEN, early=tuple(early))
+    return await _run(host, port, env_chunks(transcript), options, env_pause_s=0.002, disconnect=False,
+                      timeout_s=timeout_s)

@@ -102,23 +102,51 @@ async def test_prepare_then_finish_sets_variables_and_charges_once(gate: Gate) -
     query = "login=10000&destination=79010000001&callerid=&prior=1&length=13&status=ANSWER&answered_ms=12001&cause=16"
     finished = await gate.agi("callFinish", query, uniqueid="c1")
     f = finished.variables
-    # 12.001 s answered -> 13 s -> 18 s billed = 3 steps * 0.06 + 0.05 = 0.23
+    # 12.001 s answered -> 12 s (truncated, as Asterisk's billsec) -> 12 s billed = 2 steps * 0.06
+    # + 0.05 = 0.17
     assert f["CALLGATE_RESULT"] == "Saved"
-    assert f["CALLGATE_COST"] == "0.2300"
+    assert f["CALLGATE_COST"] == "0.1700"
     assert f["CALLGATE_CURRENCY"] == "EUR"
     assert f["CALLGATE_ANSWER"] == (
-        "Saved RussiaMobileTele2 [79020000002/79010000001] via [route1-cli] 18 0.2300 EUR ANSWER"
+        "Saved RussiaMobileTele2 [79020000002/79010000001] via [route1-cli] 12 0.1700 EUR ANSWER"
     )
-    assert await balance_of(gate.services, world.account) == Decimal("0.7700")
+    assert await balance_of(gate.services, world.account) == Decimal("0.8300")
 
     again = await gate.agi("callFinish", query, uniqueid="c1")
     assert again.variables["CALLGATE_ANSWER"] == f["CALLGATE_ANSWER"]
-    assert await balance_of(gate.services, world.account) == Decimal("0.7700")
+    assert await balance_of(gate.services, world.account) == Decimal("0.8300")
     async with gate.services.db.begin() as conn:
         rows = (await conn.execute(select(cdrs).where(cdrs.c.call_uid == "c1"))).all()
         holds = (await conn.execute(select(reservations).where(reservations.c.call_uid == "c1"))).all()
-    assert len(rows) == 1 and rows[0].billed_s == 18 and rows[0].cost == Decimal("0.2300")
+    assert len(rows) == 1 and rows[0].billed_s == 12 and rows[0].cost == Decimal("0.1700")
     assert holds == []  # the hold ended in the transaction that charged the call
+
+
+async def test_empty_status_closes_the_attempt_unanswered(gate: Gate) -> None:
+    """The caller hung up between the hangup handler's push and Dial (or during callPrepare):
+    DIALSTATUS is empty. callFinish closes the attempt as unanswered: 0 billed, the hold
+    released, Saved (not Failed E_INVALID_ARGUMENT, which left the hold for its 4 h)."""
+    world = await build_world(gate.services)
+    prepared = await gate.agi("callPrepare", "login=10000&destination=79010000001&prior=1", uniqueid="e1")
+    assert prepared.variables["CALLGATE_RESULT"] == "Allowed"
+    async with gate.services.db.begin() as conn:
+        held = (await conn.execute(select(reservations).where(reservations.c.call_uid == "e1"))).all()
+    assert len(held) == 1 and held[0].amount > 0
+    query = "login=10000&destination=79010000001&callerid=&prior=1&length=0&answered_ms=&status=&cause=16"
+    finished = await gate.agi("callFinish", query, uniqueid="e1", hangup_after_env=True)
+    assert finished.raw_sent.count(b"HANGUP\n") == 2  # the handler runs on a dead channel
+    assert finished.variables["CALLGATE_RESULT"] == "Saved"
+    assert finished.variables["CALLGATE_ERROR"] == ""
+    assert finished.variables["CALLGATE_COST"] == "0"
+    async with gate.services.db.begin() as conn:
+        rows = (await conn.execute(select(cdrs).where(cdrs.c.call_uid == "e1"))).all()
+        holds = (await conn.execute(select(reservations).where(reservations.c.call_uid == "e1"))).all()
+    assert [(r.prior, r.status, r.billed_s, r.cost) for r in rows] == [(1, "", 0, Decimal("0"))]
+    assert holds == []
+    assert await balance_of(gate.services, world.account) == Decimal("1.0000")
+    # the money is free again: a second call gets the whole balance's max time
+    again = await gate.agi("callPrepare", "login=10000&destination=79010000001&prior=1", uniqueid="e2")
+    assert again.variables["CALLGATE_MAXTIME"] == prepared.variables["CALLGATE_MAXTIME"]
 
 
 async def test_failover_attempts_are_separate_calls(gate: Gate) -> None:
@@ -202,20 +230,34 @@ async def test_concurrent_sessions_on_one_account_never_overdraw(gate: Gate) -> 
 
 
 async def test_real_asterisk_transcripts_replay_through_the_whole_service(gate: Gate) -> None:
-    """The recorded sessions carry no login: the server key (owned by admin) acts as
-    admin. Give admin a tariff covering the recorded destinations and replay them in
-    recorded order; every answer must be one the dialplan understands, and the money
-    must add up."""
+    """001-014 carry no login: the server key (owned by `lab`) acts as lab. 015 on carry
+    login=10001 (the dialplan sends it on every request, callFinish included): the key
+    authorizes by SIP extension, and 10001 is dora's. Replay them in recorded order; every
+    answer must be one the dialplan understands, and the money must add up."""
     w = RatingWorld(gate.services)
-    route = await w.route("carrier", prefix="out/")
-    backup = await w.route("backup", prefix="bk/")
+    route = await w.route("carrier", prefix="out")
+    backup = await w.route("backup", prefix="bk")
     tariff = await w.tariff("lab")
     for code in ("1", "2", "3", "4"):
         direction = await w.direction(code, f"Lab {code}", min_len=7, max_len=7)
         await w.entry(tariff, direction, "0.60", route, priority=1)
         await w.entry(tariff, direction, "0.60", backup, priority=2)
+    # 015-027: dora can cover two 4 h holds (017 hung up before its answer; releasing that
+    # hold is the server's, tested with it). carrier-a (prefix 8) first, carrier-b (prefix 9) second, as recorded.
+    carrier_a = await w.route("carrier-a", prefix="8")
+    carrier_b = await w.route("carrier-b", prefix="9")
+    germany = await w.tariff("germany")
+    for code in ("49151", "49154"):
+        direction = await w.direction(code, f"Germany {code}", min_len=13, max_len=13)
+        await w.entry(germany, direction, "0.60", carrier_a, priority=1)
+        await w.entry(germany, direction, "0.60", carrier_b, priority=2)
     admin = await make_user(gate.services, "lab", balance=Decimal("1000"), rates_id=tariff)
-    await make_key(gate.services, level=50, source="127.0.0.1", owner="lab", name="lab-asterisk")
+    dora = await make_user(
+        gate.services, "dora", balance=Decimal("1000"), sip_extension="10001", sip_rates_id=germany, manager="lab"
+    )
+    await make_key(
+        gate.services, level=50, source="127.0.0.1", owner="lab", name="lab-asterisk", auth_by="sip_extension"
+    )
 
     answers: dict[str, dict[str, str]] = {}
     for path in session_transcripts():
@@ -225,16 +267,34 @@ async def test_real_asterisk_transcripts_replay_through_the_whole_service(gate: 
         result = await replay_transcript("127.0.0.1", gate.port, path)
         answers[path.name] = result.variables
         expected = {"callPrepare": {"Allowed"}, "callFinish": {"Saved"}}[script]
+        if path.name.startswith("017-"):
+            # The caller hung up before the answer: whether callgate still answers Allowed
+            # (and releases the hold) or Declined is the server's; a dead channel stores it.
+            expected = {"Allowed", "Declined"}
         assert result.variables["CALLGATE_RESULT"] in expected, (path.name, result.variables)
     # 011: 2001 ms answered -> 3 s billed (byminute step 60 -> 60 s at 0.60) = 0.60
     assert answers["011-callFinish-1234502-prior1-ANSWER.json"]["CALLGATE_COST"] == "0.6000"
     assert answers["014-callFinish-3000000-prior1-NOANSWER.json"]["CALLGATE_COST"] == "0"
     assert answers["003-callFinish-4000003-prior1-CONGESTION.json"]["CALLGATE_COST"] == "0"
     charged = sum(
-        (Decimal(v["CALLGATE_COST"]) for v in answers.values() if v.get("CALLGATE_COST")), Decimal(0)
+        (Decimal(v["CALLGATE_COST"]) for name, v in answers.items() if v.get("CALLGATE_COST") and name < "015"),
+        Decimal(0),
     )
     assert charged == Decimal("1.8000")  # three answered calls of under a minute
     assert await balance_of(gate.services, admin.account_id) == Decimal("1000") - charged
+    # 015-027 as recorded (old dialplan: length=0, answered_ms = ANSWEREDTIME_MS): 016 3005 ms,
+    # 020 16400 ms, 027 3006 ms, each under a minute -> 0.60; the CONGESTION prior 1 (025) is 0.
+    assert answers["025-callFinish-4915400000003-prior1-CONGESTION.json"]["CALLGATE_COST"] == "0"
+    assert answers["026-callPrepare-4915400000003-prior2.json"]["CALLGATE_ROUTE"] == "carrier-b"
+    assert answers["026-callPrepare-4915400000003-prior2.json"]["CALLGATE_ROUTE_PREFIX"] == "9"
+    dora_charged = [answers[n]["CALLGATE_COST"] for n in sorted(answers) if n >= "015" and "ANSWER" in n]
+    assert dora_charged == ["0.6000", "0.6000", "0.6000"]
+    assert await balance_of(gate.services, dora.account_id) == Decimal("1000") - Decimal("1.8000")
+    async with gate.services.db.begin() as conn:
+        dora_cdrs = (await conn.execute(select(cdrs).where(cdrs.c.account_id == dora.account_id))).all()
+    assert sorted((r.prior, r.status, r.answered_ms) for r in dora_cdrs) == [
+        (1, "ANSWER", 3005), (1, "ANSWER", 16400), (1, "CONGESTION", 0), (2, "ANSWER", 3006)
+    ]
 
 
 async def test_the_asterisk_key_is_found_among_several_keys_of_one_address(gate: Gate) -> None:

@@ -64,12 +64,12 @@ async def test_add_key_refuses_bad_keys_and_levels_above_the_callers(
 ) -> None:
     ops = await make_user(services, "ops", accesslevel=33)
     res = await make_user(services, "res", accesslevel=22)
-    await call(dispatcher, keys.server, "addKey", {"login": "admin", **new_key(apikey="already-there-1")})
+    await call(dispatcher, keys.server, "addKey", {"login": "admin", **new_key(apikey="already-there-01-Xq7")})
 
     cases = {
         "E_INSUFFICIENT_ACCESS": new_key(accessLevel="50"),
         "E_NOT_EXIST": new_key(default_user="ghost"),
-        "E_DATA_ABORT": new_key(apikey="already-there-1"),
+        "E_DATA_ABORT": new_key(apikey="already-there-01-Xq7"),
     }
     for expected, args in cases.items():
         assert code(await call(dispatcher, keys.client, "addKey", login(ops, **args))) == expected, args
@@ -80,7 +80,7 @@ async def test_add_key_refuses_bad_keys_and_levels_above_the_callers(
     assert code(await call(dispatcher, keys.client, "addKey", login(ops, **no_key))) == "E_MISSING_ARGUMENT"
     assert code(await call(dispatcher, keys.client, "addKey", login(res, **new_key()))) == "E_INSUFFICIENT_ACCESS"
     server_key_by_master = await call(
-        dispatcher, keys.server, "addKey", {"login": "admin", **new_key(apikey="asterisk-key-01", accessLevel="50")}
+        dispatcher, keys.server, "addKey", {"login": "admin", **new_key(apikey="ast-Zr9w-k7Qm-4Tb", accessLevel="50")}
     )
     assert server_key_by_master.ok, server_key_by_master.error
     async with services.db.begin() as conn:

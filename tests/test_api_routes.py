@@ -84,7 +84,7 @@ async def route_row(services: Services, owner: str, name: str) -> Any:
 
 async def add_route(w: World, login: str, name: str, route_type: str = "sip", **extra: Any) -> int:
     assert await w.ok("addRoute", login, route=name, type=route_type, sip_server="sip.example.net",
-                      prefix="outline1/", **extra) is True  # fmt: skip
+                      prefix="81", **extra) is True  # fmt: skip
     return int((await route_row(w.services, login, name)).id)
 
 
@@ -95,7 +95,7 @@ def names(listing: list[dict[str, Any]]) -> set[str]:
 async def test_add_route_stores_it_with_encrypted_secrets(world: World) -> None:
     assert (
         await world.ok(
-            "addRoute", "corp1", route="trunk-a", type="sip", sip_server="sip.carrier.net", prefix="outline1/",
+            "addRoute", "corp1", route="trunk-a", type="sip", sip_server="sip.carrier.net", prefix="81",
             host="10.0.0.7", user="acct77", fromuser="true", **{"pass": "Tr0ub4dor"}, callerid="99",
             balance_handler="carrierx", balance_username="acct77", balance_password="b4l-secret",
         )
@@ -103,7 +103,7 @@ async def test_add_route_stores_it_with_encrypted_secrets(world: World) -> None:
     )  # fmt: skip
     row = await route_row(world.services, "corp1", "trunk-a")
     assert (row.type, row.sip_server, row.prefix, row.host, row.user) == (
-        "sip", "sip.carrier.net", "outline1/", "10.0.0.7", "acct77",
+        "sip", "sip.carrier.net", "81", "10.0.0.7", "acct77",
     )  # fmt: skip
     assert row.fromuser is True and row.enabled is True and row.callerid == 99
     assert row.pass_enc and "Tr0ub4dor" not in row.pass_enc
@@ -115,7 +115,7 @@ async def test_add_route_stores_it_with_encrypted_secrets(world: World) -> None:
     route = listing[0]
     assert SPEC_ROUTE_FIELDS <= set(route)
     assert route["id"] == row.id and route["route"] == "trunk-a" and route["owner"] == "corp1"
-    assert (route["cli"], route["enabled"], route["type"], route["prefix"]) == (99, 1, "sip", "outline1/")
+    assert (route["cli"], route["enabled"], route["type"], route["prefix"]) == (99, 1, "sip", "81")
     assert route["balance"] is None and route["lastupdate"] is None
     text = json.dumps(listing)
     assert "Tr0ub4dor" not in text and "b4l-secret" not in text
@@ -134,15 +134,26 @@ async def test_add_route_defaults(world: World) -> None:
 async def test_route_names_are_unique_per_owner(world: World) -> None:
     await add_route(world, "corp1", "trunk-a")
     await world.fails(ErrorCode.E_DATA_ABORT, "addRoute", "corp1", route="trunk-a", type="sms",
-                      sip_server="other", prefix="x/")  # fmt: skip
+                      sip_server="other", prefix="7")  # fmt: skip
     await add_route(world, "corp2", "trunk-a")  # another owner may use the name
     async with world.services.db.begin() as conn:
         rows = (await conn.execute(select(routes.c.owner).where(routes.c.route == "trunk-a"))).scalars().all()
     assert sorted(rows) == ["corp1", "corp2"]
 
 
+async def test_empty_sip_prefix_is_a_route_without_prefix(world: World) -> None:
+    # `prefix=` present and empty: the number is dialled as it is (was E_MISSING_ARGUMENT)
+    assert await world.ok("addRoute", "corp1", route="direct", type="sip", sip_server="sip.example.net",
+                          prefix="") is True  # fmt: skip
+    assert (await route_row(world.services, "corp1", "direct")).prefix == ""
+    assert [r["prefix"] for r in await world.ok("getRoutes", "corp1")] == [""]
+    # an SMS route's prefix names its handler: still required
+    await world.fails(ErrorCode.E_MISSING_ARGUMENT, "addRoute", "corp1", route="sms1", type="sms",
+                      sip_server="sip.example.net", prefix="")  # fmt: skip
+
+
 async def test_add_route_argument_errors(world: World) -> None:
-    base = {"route": "r1", "type": "sip", "sip_server": "sip.example.net", "prefix": "outline1/"}
+    base = {"route": "r1", "type": "sip", "sip_server": "sip.example.net", "prefix": "81"}
     for missing in ("route", "type", "sip_server", "prefix"):
         args = {k: v for k, v in base.items() if k != missing}
         await world.fails(ErrorCode.E_MISSING_ARGUMENT, "addRoute", "corp1", **args)
@@ -155,6 +166,15 @@ async def test_add_route_argument_errors(world: World) -> None:
         {"fromuser": "maybe"},
         {"route": "two words"},
         {"prefix": "outline 1/"},
+        # a SIP prefix is dialled before the number: nothing that breaks a dial string
+        {"prefix": "outline/"},
+        {"prefix": "a@b"},
+        {"prefix": "8,9"},
+        {"prefix": "8&PJSIP/x"},
+        {"prefix": "${EXTEN}"},
+        {"prefix": "8^U(x)"},
+        {"prefix": "9:1"},
+        {"prefix": "8" * 33},
         {"sip_server": "sip server"},
         {"route": "x" * 65},
     ]
@@ -188,7 +208,7 @@ async def test_resellers_see_only_their_own_and_managed_routes(world: World) -> 
     # ordinary users have no access to routing at all
     await world.fails(ErrorCode.E_INSUFFICIENT_ACCESS, "getRoutes", "u1")
     await world.fails(ErrorCode.E_INSUFFICIENT_ACCESS, "addRoute", "u1", route="x", type="sip",
-                      sip_server="s", prefix="p/")  # fmt: skip
+                      sip_server="s", prefix="5")  # fmt: skip
 
 
 async def test_update_route_state_respects_ownership(world: World) -> None:
@@ -224,7 +244,7 @@ async def test_update_route_state_respects_ownership(world: World) -> None:
 
 async def test_admin_acting_for_a_reseller_creates_the_route_for_it(world: World) -> None:
     assert await world.ok("addRoute", "admin", username="corp1", route="for-c1", type="sip",
-                          sip_server="sip.example.net", prefix="outline2/") is True  # fmt: skip
+                          sip_server="sip.example.net", prefix="82") is True  # fmt: skip
     assert (await route_row(world.services, "corp1", "for-c1")).owner == "corp1"
     assert names(await world.ok("getRoutes", "corp1")) == {"corp1/for-c1"}
     # a reseller cannot act for a user it does not manage

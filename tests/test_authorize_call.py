@@ -1,5 +1,6 @@
 """authorizeCall (DISA login): trusted caller ID, extension + PIN, ownership, user state,
-lock-out per caller ID, and no PIN in any log line. Both backends, HTTP and FastAGI."""
+lock-out per caller ID and per extension, an empty `auth` that counts nothing, and no PIN
+in any log line. Both backends, HTTP and FastAGI."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from billing_core.api.dispatch import Credentials, Dispatcher, Outcome
 from billing_core.api.registry import TextAnswer
 from billing_core.db.tables import disa_failures
 from billing_core.services.container import Services
+from billing_core.services.disa import caller_counter, extension_counter
 from fastagi import contract
 from fastagi.bridge import answer_for_outcome
 from tests.factories import make_key, make_user
@@ -59,8 +61,21 @@ def declined(outcome: Outcome) -> str:
 
 
 async def counter(services: Services, callerid: str = CALLER) -> Any:
+    """The caller ID's lock-out counter row (None: no failure counted)."""
+    key = caller_counter(callerid)
+    assert key is not None
+    return await counter_row(services, key)
+
+
+async def counter_row(services: Services, key: str) -> Any:
     async with services.db.begin() as conn:
-        return (await conn.execute(select(disa_failures).where(disa_failures.c.callerid == callerid))).first()
+        return (await conn.execute(select(disa_failures).where(disa_failures.c.callerid == key))).first()
+
+
+async def counter_rows(services: Services) -> list[tuple[str, int, bool]]:
+    async with services.db.begin() as conn:
+        rows = (await conn.execute(select(disa_failures).order_by(disa_failures.c.callerid))).all()
+    return [(row.callerid, row.failures, row.locked_until is not None) for row in rows]
 
 
 @pytest.fixture
@@ -89,7 +104,7 @@ async def test_extension_and_pin_of_different_lengths(gate: Gate, auth: str, ext
 
 @pytest.mark.parametrize(
     "auth",
-    ["", "100", "1000", "10001234", "1005678", "1001235", "100012345", "12345678", "3001234", "300", "6666", "x" * 100],
+    ["100", "1000", "10001234", "1005678", "1001235", "100012345", "12345678", "3001234", "300", "6666", "x" * 100],
 )
 async def test_wrong_credentials(services: Services, gate: Gate, auth: str) -> None:
     assert declined(await gate.http(auth)) == "E_AUTH_FAILED"
@@ -119,15 +134,26 @@ async def test_trusted_caller_id(services: Services, dispatcher: Dispatcher) -> 
     gate = Gate(dispatcher, await make_key(services, level=50))
     assert allowed(await gate.http("", callerid=CALLER)) == "200"
     assert allowed(await gate.agi("whatever", callerid=CALLER)) == "200"
-    assert declined(await gate.http("", callerid="79010000009")) == "E_AUTH_FAILED"
+    # without a trusted caller ID, an empty `auth` is no login at all (see below)
+    assert declined(await gate.http("", callerid="79010000009")) == "E_MISSING_ARGUMENT"
 
 
 async def test_empty_trusted_cli_trusts_no_one(services: Services, dispatcher: Dispatcher) -> None:
     await make_user(services, "carol", sip_extension="200")  # disa_trusted_cli = ""
     gate = Gate(dispatcher, await make_key(services, level=50))
-    assert declined(await gate.http("", callerid="")) == "E_AUTH_FAILED"
-    row = await counter(services, "anonymous")
-    assert row is not None and row.failures == 1
+    assert declined(await gate.http("", callerid="")) == "E_MISSING_ARGUMENT"
+    assert await counter_rows(services) == []
+
+
+async def test_an_empty_auth_is_declined_and_counts_nothing(services: Services, gate: Gate) -> None:
+    """Without its prompt files the dialplan's Read() returns at once: three empty `auth`
+    per call, 40 ms apart. That is no failed login, from any caller."""
+    for callerid in (CALLER, "", "anonymous") * services.settings.disa_max_failures:
+        assert declined(await gate.http("", callerid=callerid)) == "E_MISSING_ARGUMENT"
+        assert declined(await gate.agi("", callerid=callerid)) == "E_MISSING_ARGUMENT"
+    assert await counter_rows(services) == []
+    assert allowed(await gate.agi("1001234")) == "100"
+    assert allowed(await gate.http("1001234", callerid="")) == "100"
 
 
 async def test_locked_user(services: Services, dispatcher: Dispatcher) -> None:
@@ -170,10 +196,11 @@ async def test_needs_a_call_control_key(services: Services, dispatcher: Dispatch
 async def test_lock_out_then_unlock(services: Services, gate: Gate) -> None:
     limit = services.settings.disa_max_failures
     assert limit > 1
+    # 999… names no extension: only the caller ID's counter sees these
     for attempt in range(1, limit):
-        assert declined(await gate.http("1000000")) == "E_AUTH_FAILED"
+        assert declined(await gate.http("9990000")) == "E_AUTH_FAILED"
         assert (await counter(services)).failures == attempt
-    assert declined(await gate.agi("1000000")) == "E_AUTH_FAILED"  # the limit-th failure locks
+    assert declined(await gate.agi("9990000")) == "E_AUTH_FAILED"  # the limit-th failure locks
     row = await counter(services)
     locked_until = row.locked_until if row.locked_until.tzinfo else row.locked_until.replace(tzinfo=UTC)
     assert locked_until > datetime.now(UTC) + timedelta(seconds=services.settings.disa_lockout_s - 60)
@@ -185,7 +212,7 @@ async def test_lock_out_then_unlock(services: Services, gate: Gate) -> None:
     async with services.db.begin() as conn:
         await conn.execute(
             update(disa_failures)
-            .where(disa_failures.c.callerid == CALLER)
+            .where(disa_failures.c.callerid == caller_counter(CALLER))
             .values(locked_until=datetime.now(UTC) - timedelta(seconds=1))
         )
     assert allowed(await gate.http("1001234")) == "100"
@@ -225,12 +252,30 @@ async def test_old_failures_expire(services: Services, gate: Gate) -> None:
     assert (row.failures, row.locked_until) == (1, None)
 
 
-async def test_anonymous_callers_share_a_counter(services: Services, gate: Gate) -> None:
+async def test_anonymous_callers_share_no_counter(services: Services, gate: Gate) -> None:
+    """One counter for every caller without a caller ID let two silent calls lock them all
+    out; their guesses are bounded by the extension's counter instead."""
     limit = services.settings.disa_max_failures
-    for _ in range(limit):
-        assert declined(await gate.http("1009999", callerid="")) == "E_AUTH_FAILED"
-    assert (await counter(services, "anonymous")).locked_until is not None
-    assert declined(await gate.http("1001234", callerid="")) == "E_USER_LOCKED"
+    for callerid in ("", "anonymous", "Anonymous", "unknown") * limit:
+        assert declined(await gate.http("9990000", callerid=callerid)) == "E_AUTH_FAILED"
+    assert await counter_rows(services) == []
+    assert allowed(await gate.http("1001234", callerid="")) == "100"
+    assert allowed(await gate.agi("1001234", callerid="anonymous")) == "100"
+
+
+async def test_wrong_pins_from_many_caller_ids_lock_the_extension(services: Services, gate: Gate) -> None:
+    limit = services.settings.disa_max_failures
+    callers = [f"7901000{n:04d}" for n in range(limit + 3)]
+    answers = [declined(await gate.http("1009999", callerid=callerid)) for callerid in callers]
+    # the limit-th guess locks extension 100; the later ones meet the lock
+    assert answers == ["E_AUTH_FAILED"] * limit + ["E_USER_LOCKED"] * 3
+    assert (await counter_row(services, extension_counter("100"))).locked_until is not None
+    # the right PIN from a fresh caller ID does not pass a locked extension
+    assert declined(await gate.http("1001234", callerid="79020000001")) == "E_USER_LOCKED"
+    assert declined(await gate.agi("1001234", callerid="")) == "E_USER_LOCKED"
+    # other extensions, even one whose number starts with 100, are not affected
+    assert allowed(await gate.http("10005678", callerid="79020000002")) == "1000"
+    assert allowed(await gate.http("100006666", callerid="79020000003")) == "10000"
 
 
 @pytest.fixture
@@ -252,7 +297,7 @@ async def test_pin_never_logged(services: Services, gate: Gate, debug_logs: list
     for _ in range(services.settings.disa_max_failures + 1):
         declined(await gate.http("1009999"))
     events = {entry["event"] for entry in debug_logs}
-    assert {"disa.allowed", "disa.declined", "disa.locked_out"} <= events
+    assert {"disa.allowed", "disa.declined", "lockout.locked"} <= events
     for entry in debug_logs:
         # (`until` is a timestamp whose microseconds could hold any digits)
         flat = " ".join(f"{k}={v}" for k, v in entry.items() if k != "until")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,21 @@ def test_demo_provisions_a_callable_world(workdir: Path, capsys: pytest.CaptureF
     # a second run keeps the data and issues new keys
     assert main(["demo", "--quiet"]) == 0
     assert "portal key" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("which", ["CALLGATE_AGI_LISTEN", "CALLGATE_HTTP_LISTEN"])
+def test_serve_on_a_port_in_use_says_so_in_one_line(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], which: str
+) -> None:
+    from tests.ports import HOST, free_port
+
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("CALLGATE_AGI_LISTEN", f"{HOST}:{free_port()}")
+        monkeypatch.setenv("CALLGATE_HTTP_LISTEN", f"{HOST}:{free_port()}")
+        monkeypatch.setenv(which, f"{HOST}:{port}")
+        assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: cannot listen on {HOST}:{port}: address already in use (is another callgate serving?)\n"

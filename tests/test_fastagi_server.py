@@ -154,14 +154,26 @@ async def test_recorded_session_replays(make_server: ServerFactory, path: Path) 
     _, script, destination, prior, *status = path.stem.split("-")
     assert request.args["destination"] == destination
     assert request.args["prior"] == prior.removeprefix("prior")
+    # 001-014 were recorded without login (the key's owner pays); 015 on, the dialplan sends it
+    # on every request, callFinish included.
+    assert ("login" in request.args) is (int(path.name[:3]) >= 15)
     if script == "callFinish":
         assert request.args["status"] == status[0]
-        assert set(request.args) == {"destination", "callerid", "prior", "length", "status", "answered_ms", "cause"}
-        # Dial sets ANSWEREDTIME_MS only for an answered call: the others send it empty.
-        assert request.args["answered_ms"].isdigit() is (status[0] == "ANSWER")
+        assert set(request.args) - {"login"} == {
+            "destination", "callerid", "prior", "length", "status", "answered_ms", "cause"
+        }
+        # Only an answered call has a positive answered_ms: Dial leaves ANSWEREDTIME_MS empty
+        # (003, 009, 014), the failover branch sends 0 (025).
+        answered_ms = request.args["answered_ms"]
+        assert (answered_ms.isdigit() and int(answered_ms) > 0) is (status[0] == "ANSWER")
     assert result.variables == (await echo(request)).variables
     assert result.closed_by_server
     assert len(result.commands) == 1
+    # Asterisk writes HANGUP after the server's half-close on every session (channel up or
+    # not); a caller who hung up during the decision adds one before the first command (017).
+    hangups = 2 if status == ["HANGUP"] else 1
+    assert result.raw_sent.count(b"HANGUP\n") == hangups
+    assert result.raw_sent.endswith(b"HANGUP\n")
 
 
 async def test_answered_ms_from_a_recorded_answered_call(make_server: ServerFactory) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -100,7 +101,7 @@ async def scratch_url(settings: Any, tmp_path: Any) -> Any:
 
     from tests.conftest import PG_ADMIN_DSN, _pg_url
 
-    name = "callgate_test_scratch"
+    name = f"callgate_test_scratch_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(PG_ADMIN_DSN)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from billing_core.db.pg_connections import ConnectionsClosed, PgConnections
-from tests.conftest import BACKENDS, PG_ADMIN_DSN
+from tests.conftest import BACKENDS, PG_ADMIN_DSN, PG_HOST_PORT
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.skipif("server" not in BACKENDS, reason="PostgreSQL only")
@@ -25,8 +25,11 @@ def app_name() -> str:
     return f"cg-test-{uuid.uuid4().hex[:10]}"
 
 
-def _dsn(app_name: str, port: int = 5432) -> str:
-    base = PG_ADMIN_DSN.replace("127.0.0.1:5432", f"127.0.0.1:{port}")
+PG_HOST, PG_PORT = PG_HOST_PORT.rsplit(":", 1)
+
+
+def _dsn(app_name: str, port: int = int(PG_PORT)) -> str:
+    base = PG_ADMIN_DSN.replace(PG_HOST_PORT, f"{PG_HOST}:{port}")
     return f"{base}?application_name={app_name}"
 
 
@@ -125,7 +128,7 @@ async def test_discard_closes_the_connection_and_frees_its_slot_for_a_waiter(
 
 
 async def test_a_connection_lost_while_idle_is_replaced(app_name: str) -> None:
-    proxy = await TcpProxy("127.0.0.1", 5432).start()
+    proxy = await TcpProxy(PG_HOST, int(PG_PORT)).start()
     conns = PgConnections(_dsn(app_name, proxy.port), size=2, timeout_s=2.0)
     try:
         lost = await conns.acquire()

@@ -245,8 +245,9 @@ async def test_user_status_blocks_calls(
         ("byminute", "0.10", "1", "0", {"length": "61"}, 120, "0.2000"),
         # bysecond: 61 s × 0.10/60 = 0.101666… → 0.1017 (half up, once)
         ("bysecond", "0.10", "1", "0", {"length": "61"}, 61, "0.1017"),
-        # answered_ms is exact and wins over length: 61 001 ms → 62 s → 0.103333… → 0.1033
-        ("bysecond", "0.10", "1", "0", {"length": "1", "answered_ms": "61001"}, 62, "0.1033"),
+        # answered_ms is exact and wins over length: 61 999 ms → 61 s (truncated, as Asterisk's
+        # CDR billsec; CALLGATE_BILLSEC_ROUNDING default) → 0.1017
+        ("bysecond", "0.10", "1", "0", {"length": "1", "answered_ms": "61999"}, 61, "0.1017"),
         # answered_ms=0 (unset) falls back to length
         ("bysecond", "0.10", "1", "0", {"length": "30", "answered_ms": "0"}, 30, "0.0500"),
         # half-up at the last digit: 30 s × 0.0001/60 = 0.00005 → 0.0001

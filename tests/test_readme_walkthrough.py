@@ -1,9 +1,12 @@
 """The README's provisioning walkthrough, run as written against a real `callgate serve` on
-the embedded default, in an empty directory.
+the embedded default, from the clone, in the fresh directory it makes itself.
 
-The setup block's lines run one by one in bash (the placeholders <PORTAL_KEY> and
-<AGI_KEY> become the keys `callgate keys add` printed, port 8080 and 4573 the test's
-own). In the session block, each `$ command` runs and the lines after it are what it must
+The setup block's lines run one by one in bash, starting in the clone; each line starts
+where the one before left off (its directory, what it exported, the plain variables it
+set). The placeholders <PORTAL_KEY> and <AGI_KEY> become the keys `callgate keys add`
+printed, and the walkthrough's ports 8081 and 4574 the test's own (free) ones: nothing
+else is changed. `mktemp -d` makes its directory under the test's tmp_path. In the
+session block, each `$ command` runs and the lines after it are what it must
 print: a line without `…` must be a line of the output, a line with `…` must have each of
 its pieces in the output; `# comments` are prose. So the README cannot drift from what
 callgate does.
@@ -46,9 +49,14 @@ def without_comment(line: str) -> str:
     return _COMMENT.sub("", line).rstrip()
 
 
+README_HTTP, README_AGI = "127.0.0.1:8081", "127.0.0.1:4574"
+_STATE = "__callgate_walkthrough_state__"
+
+
 @dataclass
 class Shell:
-    """Runs README lines in bash with the walkthrough's variables, in its own directory."""
+    """Runs README lines in bash one by one, each going on from the state the last one left:
+    its working directory, its environment and the walkthrough's plain variables."""
 
     cwd: Path
     env: dict[str, str]
@@ -60,16 +68,24 @@ class Shell:
     def expand(self, line: str) -> str:
         for placeholder, key in self.keys.items():
             line = line.replace(placeholder, key)
-        return line.replace("127.0.0.1:8080", f"{HOST}:{self.http_port}")
+        return line.replace(README_HTTP, f"{HOST}:{self.http_port}").replace(README_AGI, f"{HOST}:{self.agi_port}")
 
     def run(self, line: str) -> str:
         prelude = "".join(f"{name}={value!r}\n" for name, value in self.variables.items())
         if shutil.which("curl") is None:
             prelude += _CURL_SHIM
-        done = subprocess.run(["bash", "-c", prelude + self.expand(line)], cwd=self.cwd, env=self.env,
+        # After the line: where it left off, and its environment, NUL-separated.
+        epilogue = f'\n__status=$?; printf "\\n{_STATE}%s\\0" "$PWD"; env -0; exit $__status'
+        done = subprocess.run(["bash", "-c", prelude + self.expand(line) + epilogue], cwd=self.cwd, env=self.env,
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, f"{line!r} exited {done.returncode}: {done.stderr[-2000:]}"
-        return done.stdout
+        out, state = done.stdout.rsplit(f"\n{_STATE}", 1)
+        cwd, *environment = state.split("\0")
+        self.cwd = Path(cwd)
+        self.env = dict(item.split("=", 1) for item in environment if "=" in item)
+        for internal in ("__status", "PWD", "OLDPWD", "SHLVL", "_"):
+            self.env.pop(internal, None)
+        return out
 
 
 def _wait_healthy(port: int, serve: subprocess.Popen[bytes]) -> None:
@@ -92,7 +108,7 @@ def _run_setup(shell: Shell, lines: list[str]) -> subprocess.Popen[bytes]:
         if not line:
             continue
         if line == "callgate serve &":
-            serve = subprocess.Popen(["callgate", "serve"], cwd=shell.cwd, env=shell.env,
+            serve = subprocess.Popen(["bash", "-c", "exec callgate serve"], cwd=shell.cwd, env=shell.env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             _wait_healthy(shell.http_port, serve)
         elif match := re.fullmatch(r"(\w+)=(\S+)", line):
@@ -144,16 +160,12 @@ def test_the_readme_walkthrough_works_as_written(tmp_path: Path) -> None:
     assert len(blocks) == 2, "the walkthrough has a setup block and a session block"
     setup, session = blocks
     agi_port, http_port = free_port(), free_port()
-    env = {name: value for name, value in os.environ.items() if not name.startswith("CALLGATE_")}
-    env |= {
-        # Only the ports differ from the defaults: the database is ./callgate.db, the cache
-        # in process, the spool ./spool, as on a fresh laptop.
-        "CALLGATE_AGI_LISTEN": f"{HOST}:{agi_port}",
-        "CALLGATE_HTTP_LISTEN": f"{HOST}:{http_port}",
-        "CALLGATE_TEST_PYTHON": sys.executable,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    shell = Shell(tmp_path, env, agi_port, http_port)
+    # A newcomer's shell: no callgate settings, callgate not on PATH (the README puts it there).
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("CALLGATE_", "VIRTUAL_ENV"))}
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join(part for part in env.get("PATH", "").split(os.pathsep) if part != venv_bin)
+    env |= {"CALLGATE_TEST_PYTHON": sys.executable, "TMPDIR": str(tmp_path)}
+    shell = Shell(README.parent, env, agi_port, http_port)
     serve = _run_setup(shell, setup)
     try:
         steps = _transcript(session)
@@ -171,7 +183,8 @@ def test_the_readme_walkthrough_works_as_written(tmp_path: Path) -> None:
     finally:
         serve.terminate()
         serve.wait(timeout=30)
-    assert (tmp_path / "callgate.db").exists()  # the embedded default, in the working directory
+    # The embedded default, in the fresh directory the walkthrough made (not the clone).
+    assert shell.cwd.parent == tmp_path and (shell.cwd / "callgate.db").exists()
 
 
 @pytest.mark.parametrize(("expected", "pieces"), [

@@ -14,6 +14,9 @@ Access rules (the spec leaves the comparison implicit; this is what we chose):
   unless the owner is a master administrator (44: the spec's "exclusive rights").
 - `username=` acts for another user: allowed for administrators (>= 33) and for the
   user's managers up the chain; otherwise E_DOES_NOT_BELONG_TO_YOU.
+- Lock-outs: an unknown or disabled key bans its HTTP source address
+  (billing_core.services.bans, never a call-control key's address, never over FastAGI);
+  wrong passwords lock the login and then ban the address (services.login_guard).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from billing_core.errors import (
     SourceForbidden,
 )
 from billing_core.records import KeyRecord, UserRecord
+from billing_core.services import login_guard
 from billing_core.services.container import Services
 from billing_core.services.ownership import key_owner_serves
 
@@ -91,6 +95,12 @@ class Dispatcher:
     async def call(self, method_name: str, raw: Mapping[str, str], cred: Credentials) -> Outcome:
         key: KeyRecord | None = None
         method: MethodDef | None = None
+        if not self.services.readiness.ready:
+            # Not migrated/warm yet (the database was down at start-up): answer at once,
+            # without touching a store that may lack its schema (billing_core.services.readiness).
+            log.warning("api.store_not_ready", method=method_name[:64], transport=cred.transport)
+            detail = "database unavailable; callgate retries in the background"
+            return Outcome(error=ApiError(ErrorCode.E_SQL_ERROR, detail))
         try:
             gens = await self.services.cache.generations()
             candidates = await self._keys(gens, cred)
@@ -98,7 +108,7 @@ class Dispatcher:
             method = self.registry.get(method_name)
             if method is None:
                 raise ApiError(ErrorCode.E_UNKNOWN_METHOD, f"unknown method: {method_name[:64]}")
-            key, user = await self._key_and_user(gens, candidates, method, raw)
+            key, user = await self._key_and_user(gens, candidates, method, raw, cred.peer_ip)
             self._check_level(key, user, method)
             actor = await self._actor(gens, user, raw.get("username", ""))
             try:
@@ -138,7 +148,12 @@ class Dispatcher:
             return Outcome(error=ApiError(ErrorCode.E_LUA_EXCEPTION), method=method, key=key)
 
     async def _key_and_user(
-        self, gens: dict[str, int] | None, candidates: list[KeyRecord], method: MethodDef, raw: Mapping[str, str]
+        self,
+        gens: dict[str, int] | None,
+        candidates: list[KeyRecord],
+        method: MethodDef,
+        raw: Mapping[str, str],
+        peer_ip: str,
     ) -> tuple[KeyRecord, UserRecord | None]:
         """The first candidate key that allows the method and identifies the caller under
         it. Over HTTP there is one candidate (the key in the path); over FastAGI every
@@ -148,7 +163,7 @@ class Dispatcher:
             try:
                 if key.allowed_methods and method.name not in key.allowed_methods:
                     raise ApiError(ErrorCode.E_INSUFFICIENT_ACCESS, "method not allowed for this key")
-                return key, await self._user(gens, key, method, raw)
+                return key, await self._user(gens, key, method, raw, peer_ip)
             except ApiError as exc:
                 if exc.code not in (ErrorCode.E_AUTH_FAILED, ErrorCode.E_INSUFFICIENT_ACCESS):
                     raise
@@ -158,7 +173,10 @@ class Dispatcher:
 
     async def _keys(self, gens: dict[str, int] | None, cred: Credentials) -> list[KeyRecord]:
         services = self.services
-        if await services.bans.is_banned(gens, cred.peer_ip):
+        # FastAGI (no key) is never subject to a ban: it carries no key to guess, its only
+        # credential is a call-control key's mask, and a ban on an Asterisk host stopped
+        # every call (docs/decisions.md, "Bans and the Asterisk hosts (issue 9, item 13)").
+        if cred.apikey is not None and await services.bans.is_banned(gens, cred.peer_ip):
             raise SourceForbidden("access from this IP is locked")
         if cred.apikey is None:
             keys = await services.profiles.keys_for_peer(gens, cred.peer_ip)
@@ -170,7 +188,7 @@ class Dispatcher:
         if 0 < len(cred.apikey) <= 128:
             key = await services.profiles.key_by_hash(gens, api_key_hash(cred.apikey))
         if key is None or not key.enabled:
-            await services.bans.ban(cred.peer_ip, reason="incorrect or inactive API key")
+            await services.bans.ban(cred.peer_ip, reason="incorrect or inactive API key", gens=gens)
             raise KeyRejected()
         if not ip_allowed(cred.peer_ip, key.source):
             raise SourceForbidden()
@@ -179,7 +197,7 @@ class Dispatcher:
         return [key]
 
     async def _user(
-        self, gens: dict[str, int] | None, key: KeyRecord, method: MethodDef, raw: Mapping[str, str]
+        self, gens: dict[str, int] | None, key: KeyRecord, method: MethodDef, raw: Mapping[str, str], peer_ip: str
     ) -> UserRecord | None:
         profiles = self.services.profiles
         login = raw.get("login", "")
@@ -187,11 +205,7 @@ class Dispatcher:
             if key.default_user:
                 user = await profiles.user_by(gens, key.auth_by, key.default_user)
             elif login:
-                user = await profiles.user_by(gens, key.auth_by, login)
-                # verify even for an unknown login, so timing does not tell which users exist
-                stored = user.password_hash if user is not None else _DUMMY_HASH
-                if not verify_password(raw.get("password", ""), stored):
-                    user = None
+                user = await self._password_login(gens, key, login, raw.get("password", ""), peer_ip)
             else:
                 user = None
             if user is None and method.access_level > 0:
@@ -210,6 +224,22 @@ class Dispatcher:
             raise ApiError(ErrorCode.E_AUTH_FAILED, f"no user for {key.auth_by}={login[:64]}")
         if not await key_owner_serves(self.services.profiles, gens, key.owner, user.username):
             raise ApiError(ErrorCode.E_DOES_NOT_BELONG_TO_YOU, "user does not belong to the key owner")
+        return user
+
+    async def _password_login(
+        self, gens: dict[str, int] | None, key: KeyRecord, login: str, password: str, peer_ip: str
+    ) -> UserRecord | None:
+        """A dynamic login, under the lock-out of billing_core.services.login_guard."""
+        await login_guard.refuse_if_locked(self.services, key.auth_by, login)
+        user = await self.services.profiles.user_by(gens, key.auth_by, login)
+        # verify even for an unknown login, so timing does not tell which users exist
+        stored = user.password_hash if user is not None else _DUMMY_HASH
+        verified = verify_password(password, stored)
+        if user is None or not verified:
+            if password:  # an empty password is no guess: it can never be right
+                await login_guard.failed(self.services, gens, key.auth_by, login, peer_ip)
+            return None
+        await login_guard.succeeded(self.services, key.auth_by, login)
         return user
 
     def _check_level(self, key: KeyRecord, user: UserRecord | None, method: MethodDef) -> None:

@@ -62,3 +62,16 @@ def valid_mask(mask: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def mask_addresses(mask: str) -> int:
+    """How many IPv4/IPv6 addresses a mask admits (an invalid mask admits none)."""
+    if not valid_mask(mask):
+        return 0
+    if mask == "*":
+        return 2**32
+    if "/" in mask:
+        return int(ipaddress.ip_network(mask, strict=False).num_addresses)
+    if "*" in mask:
+        return int(256 ** mask.split(".").count("*"))
+    return 1

@@ -16,6 +16,7 @@ restarting), every decision reads the counters itself, as before.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from typing import Protocol
@@ -26,6 +27,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from billing_core.cache import keys
+from billing_core.cache.shared_generations import SharedGenerations
 
 log = structlog.get_logger(__name__)
 
@@ -39,22 +41,57 @@ class CacheBackend(Protocol):
     async def set(self, key: str, value: bytes, ttl_s: int) -> None: ...
     async def close(self) -> None: ...
 
+    async def warm_up(self, connections: int) -> int:
+        """Open up to `connections` connections before the first decision; how many are open."""
+        ...
+
 
 class MemoryBackend:
-    """The embedded default: one process, so generations live in a dict."""
+    """The embedded default: one serving process, so generations live in a dict.
+
+    With `shared` (the database's `cache_generations`), every bump is also written there
+    and a task started with the first decision polls it, so that a write by another
+    process (the CLI) reaches this one's cache within about a second."""
 
     name = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, shared: SharedGenerations | None = None) -> None:
         self._generations = dict.fromkeys(keys.NAMESPACES, 1)
         self._entries: dict[str, tuple[float, bytes]] = {}
+        self._shared = shared
+        self._watcher: asyncio.Task[None] | None = None
+        self._baseline = asyncio.Event()
+        self._closing = False
 
     async def generations(self) -> dict[str, int] | None:
+        if self._shared is not None and not self._baseline.is_set() and not self._closing:
+            if self._watcher is None:
+                self._watcher = asyncio.get_running_loop().create_task(self._watch(self._shared))
+            await self._baseline.wait()  # the first decisions only: one read of a 3-row table
         return dict(self._generations)
 
-    async def bump(self, namespace: str) -> None:
+    async def _watch(self, shared: SharedGenerations) -> None:
+        seen: dict[str, int] | None = None
+        try:
+            seen = await shared.read()  # before any lookup: later changes are all news
+        except Exception as exc:
+            log.warning("cache.shared_generations_unavailable", error=type(exc).__name__)
+        finally:
+            self._baseline.set()
+        await shared.watch(self._changed, seen)
+
+    def _changed(self, namespace: str) -> None:
         self._generations[namespace] = self._generations.get(namespace, 0) + 1
         self._entries.clear()
+
+    async def bump(self, namespace: str) -> None:
+        self._changed(namespace)
+        if self._shared is None:
+            return
+        try:
+            await self._shared.bump(namespace)
+        except Exception as exc:  # this process is already invalidated; others hear it late
+            log.warning("cache.shared_bump_failed", namespace=namespace, error=type(exc).__name__)
 
     async def get(self, key: str) -> bytes | None:
         hit = self._entries.get(key)
@@ -67,8 +104,16 @@ class MemoryBackend:
             self._entries.clear()
         self._entries[key] = (time.monotonic() + ttl_s, value)
 
+    async def warm_up(self, connections: int) -> int:
+        return 0  # nothing to open: the cache is this process's memory
+
     async def close(self) -> None:
-        return None
+        self._closing = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
 
 
 # Bump one namespace: a missing counter (flushed or restarted Redis) restarts at a random
@@ -237,6 +282,22 @@ class RedisBackend:
         except (RedisError, OSError) as exc:
             self._failed("set", exc)
 
+    async def warm_up(self, connections: int) -> int:
+        """Open `connections` pool connections at once and start the generation watcher, so
+        that the first wave of calls neither connects nor reads generations (issue 9, item 10).
+        A Redis that is down is no error: decisions fall back to the database."""
+        try:
+            await asyncio.gather(*(self._redis.ping() for _ in range(connections)))
+            await self.generations()  # starts the watcher
+        except (RedisError, OSError) as exc:
+            self._failed("warm_up", exc)
+        return self.open_connections
+
+    @property
+    def open_connections(self) -> int:
+        pool = self._redis.connection_pool
+        return len(getattr(pool, "_available_connections", ())) + len(getattr(pool, "_in_use_connections", ()))
+
     async def close(self) -> None:
         self._closing = True
         if self._watcher is not None:
@@ -252,5 +313,7 @@ class RedisBackend:
         await self._redis.aclose(close_connection_pool=True)
 
 
-def create_backend(redis_url: str | None) -> CacheBackend:
-    return RedisBackend(redis_url) if redis_url else MemoryBackend()
+def create_backend(redis_url: str | None, shared: SharedGenerations | None = None) -> CacheBackend:
+    """Redis when configured; else the in-process cache, told of other processes' writes
+    through `shared` (the database) when given."""
+    return RedisBackend(redis_url) if redis_url else MemoryBackend(shared)

@@ -22,6 +22,9 @@ class ReadThroughCache:
     def __init__(self, backend: CacheBackend) -> None:
         self.backend = backend
         self._local: dict[tuple[str, str], tuple[int, Any]] = {}
+        # Lookups this process's memory could not answer (a round trip to the backend or the
+        # database): start-up warms the cache until the first decisions add none.
+        self.local_misses = 0
 
     async def generations(self) -> dict[str, int] | None:
         return await self.backend.generations()
@@ -47,12 +50,14 @@ class ReadThroughCache:
         kept in memory; `encode` turns that record back into JSON for the backend.
         """
         if generations is None:
+            self.local_misses += 1
             raw = await load()
             return None if raw is None else decode(raw)
         generation = generations.get(namespace, 0)
         local = self._local.get((namespace, key))
         if local is not None and local[0] == generation:
             return local[1]  # type: ignore[no-any-return]
+        self.local_misses += 1
         entry = keys.entry_key(namespace, generation, key)
         cached = await self.backend.get(entry)
         if cached is not None:

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -292,6 +293,15 @@ bans = Table(
     Column("reason", String(256), nullable=False, server_default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=True),  # NULL = indefinite
+)
+
+# One row per cache namespace, bumped on every invalidation: how the in-process cache of
+# `callgate serve` hears of a write made by another process (billing_core.cache.shared_generations).
+cache_generations = Table(
+    "cache_generations",
+    metadata,
+    Column("namespace", String(32), primary_key=True),
+    Column("generation", BigInteger, nullable=False, server_default="0"),
 )
 
 disa_failures = Table(

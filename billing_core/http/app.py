@@ -7,9 +7,16 @@ Routes:
   The shim checks only the version (2.2, else 400 E_INCORRECT_API_VERSION) and builds
   `Credentials(peer_ip, "http", apikey)`; the dispatcher authenticates, authorizes and
   validates. The answer's form and status: billing_core.http.answers.
-- GET /healthz — 200 "ok" when the database answers SELECT 1 within 1 s, else 503.
+- GET /healthz — 200 "ok" when the database answers SELECT 1 within 1 s, else 503
+  "unavailable"; 503 "degraded: …" while start-up still waits for the database
+  (billing_core.services.readiness).
 - GET /metrics — Prometheus exposition (billing_core.http.metrics).
 - anything else — 404 (405 for a verb other than GET/POST), JSON envelope E_UNKNOWN_METHOD.
+
+Connections (billing_core.http.connections): at most CALLGATE_HTTP_MAX_CONNECTIONS open,
+closed after CALLGATE_HTTP_IDLE_TIMEOUT_S without a complete request head, a body read
+bounded by CALLGATE_HTTP_BODY_TIMEOUT_S (408), and a request aiohttp cannot parse (a line
+over 8190 bytes) answered 400 in the envelope without quoting it.
 
 Logging: one `http.request` event per request with the API method, HTTP verb, status,
 error code, peer and duration; never the path (it holds the API key) nor the query
@@ -25,6 +32,7 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -34,6 +42,7 @@ from sqlalchemy import text
 from billing_core.api.dispatch import Credentials, Dispatcher
 from billing_core.errors import ApiError, ErrorCode
 from billing_core.http import answers, metrics
+from billing_core.http.connections import LINGER_S, CappedSite, ConnectionFactory, HttpLimits
 from billing_core.http.form import MAX_BODY_BYTES, BadInput, request_arguments
 from billing_core.services.spool import Spool, SpoolBacklog
 
@@ -46,6 +55,7 @@ HEALTH_TIMEOUT_S = 1.0
 
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 SPOOL_BACKLOG = web.AppKey("spool_backlog", SpoolBacklog)
+LIMITS = web.AppKey("limits", HttpLimits)
 
 
 @dataclass(slots=True)
@@ -69,7 +79,7 @@ async def _api(request: web.Request) -> web.StreamResponse:
         error = ApiError(ErrorCode.E_INCORRECT_API_VERSION, f"this server speaks version {API_VERSION}")
         trace.result = error.code.value
         return answers.error_response(error)
-    raw = await request_arguments(request)
+    raw = await _arguments(request)
     cred = Credentials(
         peer_ip=request.remote or "", transport="http", apikey=request.match_info["key"], secure=request.secure
     )
@@ -79,8 +89,25 @@ async def _api(request: web.Request) -> web.StreamResponse:
     return answers.render(outcome, plain=plain)
 
 
+async def _arguments(request: web.Request) -> dict[str, str]:
+    """The request's arguments, the body read within the body time-out (a slow body would
+    otherwise hold its connection, and a file descriptor, for as long as the client likes)."""
+    timeout_s = request.app[LIMITS].body_timeout_s
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await request_arguments(request)
+    except TimeoutError:
+        raise BadInput(f"the request body did not arrive within {timeout_s:g} s", status=408) from None
+
+
 async def _healthz(request: web.Request) -> web.StreamResponse:
-    db = request.app[DISPATCHER].services.db
+    services = request.app[DISPATCHER].services
+    readiness = services.readiness
+    if not readiness.ready:
+        why = readiness.last_error or "starting"
+        detail = f"degraded: database not ready after {readiness.attempts} attempts ({why})"
+        return web.Response(status=503, text=detail)
+    db = services.db
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT_S):
             async with db.begin(timeout_s=HEALTH_TIMEOUT_S) as conn:
@@ -124,6 +151,8 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         trace.result = ErrorCode.E_UNKNOWN_METHOD.value if exc.status in (404, 405) else "bad_request"
     except BadInput as exc:
         response = answers.error_response(ApiError(ErrorCode.E_INVALID_ARGUMENT, exc.detail), status=exc.status)
+        if exc.status == 408:
+            response.force_close()  # the rest of the body may still be on its way
         trace.result = ErrorCode.E_INVALID_ARGUMENT.value
     except Exception as exc:
         # The message may quote input; log where it happened, not what it said.
@@ -145,9 +174,10 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-def build_app(dispatcher: Dispatcher) -> web.Application:
+def build_app(dispatcher: Dispatcher, limits: HttpLimits | None = None) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_guard])
     app[DISPATCHER] = dispatcher
+    app[LIMITS] = limits or HttpLimits.from_settings(dispatcher.services.settings)
     app[SPOOL_BACKLOG] = SpoolBacklog(Spool(dispatcher.services.settings.spool_dir))
     # add_route, not add_get: add_get would also answer HEAD by running the method.
     app.router.add_route("GET", API_ROUTE, _api)
@@ -177,18 +207,30 @@ _server_logger = logging.getLogger("billing_core.http.server")
 _server_logger.addFilter(_RedactRequestLine())
 
 
-async def start_http(dispatcher: Dispatcher, host: str, port: int, *, reuse_port: bool = False) -> web.AppRunner:
+async def start_http(
+    dispatcher: Dispatcher, host: str, port: int, *, reuse_port: bool = False, limits: HttpLimits | None = None
+) -> web.AppRunner:
     """Serve the shim on host:port (0 = any free port, see `bound_port`); returns the
-    started runner, to be stopped with `await runner.cleanup()`."""
-    runner = web.AppRunner(build_app(dispatcher), access_log=None, logger=_server_logger)
+    started runner, to be stopped with `await runner.cleanup()`. `limits` default to the
+    settings' (billing_core.http.connections)."""
+    limits = limits or HttpLimits.from_settings(dispatcher.services.settings)
+    handler_kwargs: dict[str, Any] = {
+        "access_log": None,
+        "logger": _server_logger,
+        "keepalive_timeout": limits.idle_timeout_s,
+        "lingering_time": LINGER_S,
+    }
+    runner = web.AppRunner(build_app(dispatcher, limits), **handler_kwargs)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
+    assert runner.server is not None
+    factory = ConnectionFactory(runner.server, limits, handler_kwargs)
+    site = CappedSite(runner, host, port, factory, reuse_port=reuse_port)
     try:
         await site.start()
     except BaseException:
         await runner.cleanup()
         raise
-    log.info("http.listening", host=host, port=bound_port(runner))
+    log.info("http.listening", host=host, port=bound_port(runner), max_connections=limits.max_connections)
     return runner
 
 

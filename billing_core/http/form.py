@@ -18,6 +18,7 @@ import re
 from urllib.parse import unquote_to_bytes
 
 from aiohttp import BodyPartReader, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_FIELDS = 100
@@ -151,9 +152,11 @@ async def body_fields(request: web.Request) -> list[tuple[str, str]]:
             return parse_json_object(body)
     except (UnicodeDecodeError, LookupError):
         raise BadInput("the body is not text in its declared charset") from None
-    except (ValueError, AssertionError, RuntimeError) as exc:
+    except (ValueError, AssertionError, RuntimeError, HttpProcessingError) as exc:
         # aiohttp's multipart reader signals malformed bodies (bad boundary, truncated
-        # headers) with ValueError/AssertionError/RuntimeError.
+        # headers) with ValueError/AssertionError/RuntimeError, and a part's malformed or
+        # over-long header line with its HTTP parser's errors (InvalidHeader, LineTooLong),
+        # which were a 500.
         raise BadInput("malformed multipart body") from exc
     raise BadInput(f"unsupported Content-Type {content_type[:64]!r}")
 

@@ -1,7 +1,19 @@
 """IP lock-out: a query with an unknown or inactive key bans its source address.
 
-The spec locks the address "for an indefinite term"; CALLGATE_BAN_SECONDS can bound
-it. Whitelisted masks (CALLGATE_BAN_WHITELIST) are never banned.
+The spec locks the address "for an indefinite term"; here a ban lasts
+CALLGATE_BAN_SECONDS (an hour by default; 0 = the spec's indefinite term), because one
+mistyped key from an operator's own host must not lock it out until someone notices.
+
+Never banned (the spec's whitelist; docs/decisions.md, "Bans and the Asterisk hosts (issue 9, item 13)"):
+- the masks of CALLGATE_BAN_WHITELIST;
+- the addresses of enabled call-control keys (level >= 50: the Asterisk hosts), when
+  the key's mask names at most SERVER_MASK_MAX_ADDRESSES addresses (one host, or a /24
+  such as 10.0.0.*). A broader mask (*.*.*.*, 10.0.0.0/8) would whitelist the world or
+  a whole network, so its addresses can still be banned over HTTP; list the Asterisk
+  hosts in CALLGATE_BAN_WHITELIST then. FastAGI is never subject to bans
+  (billing_core.api.dispatch): it carries no key to guess.
+A whitelisted address is also never found banned, so a ban recorded before its key
+existed (or before this rule) no longer applies to it.
 """
 
 from __future__ import annotations
@@ -12,15 +24,18 @@ from typing import Any
 import structlog
 from sqlalchemy import delete, select
 
-from billing_core.auth.ipmask import ip_allowed
+from billing_core.auth.ipmask import ip_allowed, ip_matches, mask_addresses, parse_masks
 from billing_core.cache.keys import NS_BANS
 from billing_core.cache.readthrough import ReadThroughCache
 from billing_core.config import Settings
 from billing_core.db.engine import Database
 from billing_core.db.tables import bans
 from billing_core.services.clock import as_utc, utcnow
+from billing_core.services.profiles import Generations, Profiles
 
 log = structlog.get_logger(__name__)
+
+SERVER_MASK_MAX_ADDRESSES = 256
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -30,10 +45,23 @@ def _iso(value: datetime | None) -> str | None:
 
 
 class Bans:
-    def __init__(self, db: Database, cache: ReadThroughCache, settings: Settings) -> None:
+    def __init__(
+        self, db: Database, cache: ReadThroughCache, settings: Settings, profiles: Profiles | None = None
+    ) -> None:
         self.db = db
         self.cache = cache
         self.settings = settings
+        self.profiles = profiles or Profiles(db, cache)
+
+    async def whitelisted(self, gens: Generations, ip: str) -> bool:
+        """On the whitelist: configured, or the address of a call-control key (see above)."""
+        if ip_allowed(ip, ",".join(self.settings.ban_whitelist)):
+            return True
+        for key in await self.profiles.server_keys(gens):
+            for mask in parse_masks(key.source):
+                if mask_addresses(mask) <= SERVER_MASK_MAX_ADDRESSES and ip_matches(ip, mask):
+                    return True
+        return False
 
     async def _active(self, gens: dict[str, int] | None) -> list[tuple[str, str | None]]:
         async def load() -> list[list[str | None]]:
@@ -52,17 +80,15 @@ class Bans:
         return found or []
 
     async def is_banned(self, gens: dict[str, int] | None, ip: str) -> bool:
-        if ip_allowed(ip, ",".join(self.settings.ban_whitelist)):
-            return False
         now = utcnow()
         for banned_ip, expires in await self._active(gens):
             if banned_ip == ip and (expires is None or datetime.fromisoformat(expires) > now):
-                return True
+                return not await self.whitelisted(gens, ip)
         return False
 
-    async def ban(self, ip: str, *, reason: str, source: str = "auto") -> bool:
+    async def ban(self, ip: str, *, reason: str, source: str = "auto", gens: Generations = None) -> bool:
         """Ban `ip`; returns False when it is whitelisted."""
-        if ip_allowed(ip, ",".join(self.settings.ban_whitelist)):
+        if await self.whitelisted(gens, ip):
             log.info("bans.whitelisted", ip=ip, reason=reason)
             return False
         now = utcnow()

@@ -20,6 +20,7 @@ from billing_core.errors import ApiError, ErrorCode
 from billing_core.money import ZERO, format_money, to_display
 from billing_core.records import ExtensionRecord, KeyRecord, UserRecord
 from billing_core.services import ledger
+from billing_core.services.billsec import DEFAULT_ROUNDING, BillsecRounding, length_ms, whole_seconds
 from billing_core.services.call_ledger import CallRecord, DuplicateCall, Hold, StoredAnswer
 from billing_core.services.clock import utcnow
 from billing_core.services.container import Services
@@ -71,7 +72,13 @@ def normalize_destination(raw: str) -> str:
 
 
 def is_answered(status: str) -> bool:
-    """Validate a DIALSTATUS (ANSWER, BUSY, …) or the spec's coded form (0CANCEL); True for ANSWER."""
+    """Validate a DIALSTATUS (ANSWER, BUSY, …) or the spec's coded form (0CANCEL); True for ANSWER.
+
+    An empty status is a call that never reached Dial (the caller hung up between the hangup
+    handler's push and Dial, or during callPrepare): not answered, so the attempt is closed
+    at 0 and its hold released, never refused (a refused close would keep the hold)."""
+    if not status:
+        return False
     word = status.upper()
     coded = _CODED_STATUS.fullmatch(status)
     if coded is not None:
@@ -81,11 +88,14 @@ def is_answered(status: str) -> bool:
     return word == ANSWERED
 
 
-def reported_length(length_s: Decimal, answered_ms: int | None) -> int:
-    """Whole seconds to bill on: ANSWEREDTIME_MS rounded up when positive (exact), else `length`."""
+def reported_length(
+    length_s: Decimal, answered_ms: int | None, rounding: BillsecRounding = DEFAULT_ROUNDING
+) -> int:
+    """Whole seconds to bill on: `answered_ms` (the talk time the dialplan measured) when
+    positive, else `length`, in whole seconds by CALLGATE_BILLSEC_ROUNDING (billsec.py)."""
     if answered_ms is not None and answered_ms > 0:
-        return -(-answered_ms // 1000)
-    return int(length_s.to_integral_value(rounding=ROUND_CEILING))
+        return whole_seconds(answered_ms, rounding)
+    return whole_seconds(length_ms(length_s), rounding)
 
 
 def call_uid_for(transport_uid: str | None, call_id: str | None) -> str:
@@ -347,7 +357,10 @@ async def _call_record(
     and, held or not, at the caps callPrepare applies (call_cap): a finish without a hold
     is never billed for longer than a prepared call could have lasted."""
     currency, course = await _display_currency(services, gens, caller.user.currency)
-    length_s = min(reported_length(report.length_s, report.answered_ms), call_cap(services, caller))
+    length_s = min(
+        reported_length(report.length_s, report.answered_ms, services.settings.billsec_rounding),
+        call_cap(services, caller),
+    )
     if max_time_s is not None:
         length_s = min(length_s, max_time_s)  # the dialplan's L() enforces it too
     answered = is_answered(report.status)

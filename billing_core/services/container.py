@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from billing_core.auth.secrets_store import SecretBox
 from billing_core.cache.backend import create_backend
 from billing_core.cache.readthrough import ReadThroughCache
+from billing_core.cache.shared_generations import SharedGenerations
 from billing_core.config import Settings
 from billing_core.db.engine import Database, create_engine
 from billing_core.services.bans import Bans
 from billing_core.services.call_ledger import CallLedger, SqlCallLedger
 from billing_core.services.profiles import Profiles
 from billing_core.services.rating import RatingEngine
+from billing_core.services.readiness import Readiness
 
 
 @dataclass
@@ -25,18 +27,20 @@ class Services:
     bans: Bans
     rating: RatingEngine
     call_ledger: CallLedger
+    readiness: Readiness = field(default_factory=Readiness)
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         db = Database(create_engine(settings.database_url), timeout_s=settings.db_timeout_s)
-        cache = ReadThroughCache(create_backend(settings.redis_url))
+        cache = ReadThroughCache(create_backend(settings.redis_url, SharedGenerations(db)))
+        profiles = Profiles(db, cache)
         return cls(
             settings=settings,
             db=db,
             cache=cache,
             box=SecretBox.from_file(settings.secret_file),
-            profiles=Profiles(db, cache),
-            bans=Bans(db, cache, settings),
+            profiles=profiles,
+            bans=Bans(db, cache, settings, profiles),
             rating=RatingEngine(db, cache),
             call_ledger=_call_ledger(settings, db),
         )

@@ -10,12 +10,22 @@ The extension found must belong to the Asterisk key's owner (the dispatcher's ru
 `login=`), else E_DOES_NOT_BELONG_TO_YOU, and its user must be active (1 or 2), else
 E_USER_LOCKED; an extension that fails these does not hide another candidate that passes.
 
-Lock-out: every declined attempt counts against the caller ID (an empty one counts as
-"anonymous"). `disa_max_failures` failures within `disa_lockout_s` lock the caller ID for
-`disa_lockout_s` (0 failures = no lock-out); while locked every attempt, even a correct
-one, is declined E_USER_LOCKED without being counted. A success clears the counter.
-The verdict is computed first and only given once the counter row is locked and
-updated, so parallel guesses cannot exceed the limit.
+An empty `auth` (the caller entered nothing, or the dialplan's Read() found no prompt
+and returned at once) is no login attempt: unless a trusted caller ID admits the caller,
+it is declined E_MISSING_ARGUMENT and counts nothing.
+
+Lock-out (billing_core.services.lockouts), with `disa_max_failures` failures within
+`disa_lockout_s` locking for `disa_lockout_s` (0 failures = no lock-out):
+- per caller ID: every declined attempt counts against it. Callers without a usable
+  caller ID (empty, "anonymous", "unknown", "restricted" …) have no such counter: one
+  shared by all of them let two silent calls lock out every anonymous caller.
+- per extension: a failed attempt counts against every extension with a PIN that `auth`
+  starts with (each of them had a PIN guessed), so changing caller IDs does not buy more
+  guesses. A locked extension is not authorized even with its right PIN.
+While a counter is locked nothing more is counted on it, and an attempt it blocks is
+declined E_USER_LOCKED. A success clears the caller's and the extension's counters.
+The verdict is computed first and only given once the counter rows are locked and
+updated, so parallel guesses cannot exceed a limit.
 
 Neither `auth` nor a PIN is ever logged.
 """
@@ -25,28 +35,25 @@ from __future__ import annotations
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import select
 
-from billing_core.db.tables import disa_failures, sip_extensions, users
+from billing_core.db.tables import sip_extensions, users
 from billing_core.errors import ErrorCode
-from billing_core.services.clock import as_utc, utcnow
+from billing_core.services import lockouts
 from billing_core.services.container import Services
 from billing_core.services.dids import Generations
 from billing_core.services.ownership import key_owner_serves
 
 log = structlog.get_logger(__name__)
 
-ANONYMOUS = "anonymous"  # the counter of callers without a caller ID
+# What Asterisk and carriers put in CALLERID(num) when the number is withheld.
+ANONYMOUS_CALLER_IDS = frozenset({"", "anonymous", "unknown", "restricted", "private", "withheld", "unavailable"})
 ACTIVE_STATES = (1, 2)
 MAX_EXTENSION_LEN = 32  # sip_extensions.sip_extension is String(32)
 MAX_AUTH_LEN = 64  # longer strings are not tried at all
-COUNTER_KEY_LEN = 64  # disa_failures.callerid is String(64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,20 +77,29 @@ class Verdict:
         return self.extension is not None
 
 
-def counter_key(callerid: str) -> str:
-    return callerid[:COUNTER_KEY_LEN] or ANONYMOUS
+def caller_counter(callerid: str) -> str | None:
+    """The caller ID's counter key, or None for a caller without a usable caller ID."""
+    if callerid.strip().lower() in ANONYMOUS_CALLER_IDS:
+        return None
+    return lockouts.counter_key("cli", callerid)
+
+
+def extension_counter(extension: str) -> str:
+    return lockouts.counter_key("ext", extension)
 
 
 async def authorize(
     services: Services, gens: Generations, *, key_owner: str, callerid: str, auth: str
 ) -> Verdict:
-    key = counter_key(callerid)
-    if await _locked(services, key):
+    caller = caller_counter(callerid)
+    if caller is not None and await lockouts.locked(services.db, [caller]):
         verdict = Verdict(error=ErrorCode.E_USER_LOCKED, counted=False)  # cheap path for floods
     else:
-        candidates = await _candidates(services, callerid, auth)
-        verdict = await _choose(services, gens, key_owner, candidates)
-        verdict = await _settle(services, key, verdict)
+        candidates, named = await _candidates(services, callerid, auth)
+        if not candidates and not auth:
+            verdict = Verdict(error=ErrorCode.E_MISSING_ARGUMENT, counted=False)
+        else:
+            verdict = await _decide(services, gens, key_owner, caller, candidates, named)
     if verdict.allowed:
         log.info("disa.allowed", extension=verdict.extension, callerid=callerid)
     else:
@@ -91,8 +107,40 @@ async def authorize(
     return verdict
 
 
-async def _candidates(services: Services, callerid: str, auth: str) -> list[Candidate]:
-    """Trusted-caller-ID extensions first, then extensions whose PIN `auth` carries."""
+async def _decide(
+    services: Services,
+    gens: Generations,
+    key_owner: str,
+    caller: str | None,
+    candidates: list[Candidate],
+    named: list[str],
+) -> Verdict:
+    """Choose among the candidates whose extension is not locked, then settle the counters."""
+    db = services.db
+    settings = services.settings
+    limit = lockouts.Limit(settings.disa_max_failures, settings.disa_lockout_s)
+    locked = await lockouts.locked(db, [extension_counter(c.extension) for c in candidates])
+    usable = [c for c in candidates if extension_counter(c.extension) not in locked]
+    verdict = await _choose(services, gens, key_owner, usable)
+    if verdict.allowed:
+        assert verdict.extension is not None
+        keys = [extension_counter(verdict.extension), *([caller] if caller else [])]
+        if not await lockouts.record_success(db, keys):  # locked by a parallel attempt
+            return Verdict(error=ErrorCode.E_USER_LOCKED, counted=False)
+        return verdict
+    extensions = [extension_counter(extension) for extension in named]
+    counters = [(key, limit) for key in [*([caller] if caller else []), *extensions]]
+    was_locked, _ = await lockouts.record_failure(db, counters)
+    counted = len(was_locked) < len(counters)
+    if len(usable) < len(candidates) or (extensions and was_locked.issuperset(extensions)):
+        # the right PIN of a locked extension, or only locked extensions tried: say so
+        return Verdict(error=ErrorCode.E_USER_LOCKED, counted=counted)
+    return Verdict(error=verdict.error, counted=counted)
+
+
+async def _candidates(services: Services, callerid: str, auth: str) -> tuple[list[Candidate], list[str]]:
+    """Trusted-caller-ID extensions first, then extensions whose PIN `auth` carries; and
+    every extension with a PIN that `auth` starts with (whose PIN this attempt tried)."""
     columns = (
         sip_extensions.c.sip_extension,
         sip_extensions.c.disa_pin_enc,
@@ -122,7 +170,7 @@ async def _candidates(services: Services, callerid: str, auth: str) -> list[Cand
     for row in sorted(with_pin, key=lambda r: len(r.sip_extension), reverse=True):
         if _pin_matches(services, row.disa_pin_enc, auth[len(row.sip_extension) :]):
             found.append(Candidate(row.sip_extension, row.username, row.active, "pin"))
-    return found
+    return found, sorted({row.sip_extension for row in with_pin})
 
 
 def _prefixes(auth: str) -> list[str]:
@@ -152,65 +200,3 @@ async def _choose(
         else:
             return Verdict(extension=candidate.extension)
     return Verdict(error=reasons[0] if reasons else ErrorCode.E_AUTH_FAILED)
-
-
-async def _locked(services: Services, key: str) -> bool:
-    async with services.db.begin() as conn:
-        row = (
-            await conn.execute(select(disa_failures.c.locked_until).where(disa_failures.c.callerid == key))
-        ).first()
-    return row is not None and _is_locked(row.locked_until, utcnow())
-
-
-def _is_locked(locked_until: datetime | None, now: datetime) -> bool:
-    until = as_utc(locked_until)
-    return until is not None and until > now
-
-
-async def _settle(services: Services, key: str, verdict: Verdict) -> Verdict:
-    """Apply the verdict to the caller ID's counter under a row lock; a lock set meanwhile
-    (by a parallel attempt) turns even a success into a decline."""
-    settings = services.settings
-    now = utcnow()
-    async with services.db.begin() as conn:
-        if verdict.allowed:
-            row = await _counter_row(conn, key)
-            if row is not None and _is_locked(row.locked_until, now):
-                return Verdict(error=ErrorCode.E_USER_LOCKED, counted=False)
-            await conn.execute(delete(disa_failures).where(disa_failures.c.callerid == key))
-            return verdict
-        await _ensure_counter(conn, key, now)
-        row = await _counter_row(conn, key)
-        assert row is not None  # just ensured, and locked
-        if _is_locked(row.locked_until, now):
-            return Verdict(error=ErrorCode.E_USER_LOCKED, counted=False)
-        window = timedelta(seconds=settings.disa_lockout_s)
-        recent = (as_utc(row.updated_at) or now) > now - window
-        failures = (row.failures if recent else 0) + 1
-        locked_until = None
-        if 0 < settings.disa_max_failures <= failures:
-            locked_until = now + window
-            failures = 0  # after the lock-out the caller starts afresh
-            log.warning("disa.locked_out", callerid=key, until=locked_until.isoformat())
-        await conn.execute(
-            update(disa_failures)
-            .where(disa_failures.c.callerid == key)
-            .values(failures=failures, locked_until=locked_until, updated_at=now)
-        )
-    return verdict
-
-
-async def _counter_row(conn: AsyncConnection, key: str) -> Any:
-    query = select(disa_failures).where(disa_failures.c.callerid == key).with_for_update()
-    return (await conn.execute(query)).first()
-
-
-async def _ensure_counter(conn: AsyncConnection, key: str, now: datetime) -> None:
-    """Create the counter row if missing, race-free (parallel first failures)."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = (
-        dialect.insert(disa_failures)
-        .values(callerid=key, failures=0, locked_until=None, updated_at=now)
-        .on_conflict_do_nothing(index_elements=["callerid"])
-    )
-    await conn.execute(statement)

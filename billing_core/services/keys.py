@@ -1,7 +1,17 @@
-"""API keys: creation and listing (the key itself is shown once, stored hashed)."""
+"""API keys: creation and listing (the key itself is shown once, stored hashed).
+
+A key given to addKey must be strong enough (check_key_strength): it is the only secret
+of a server key, and a key of 32 × `c` was once accepted. The rule is a floor, not a
+proof: at least MIN_KEY_LEN characters, at least MIN_KEY_BITS bits by the Shannon
+estimate of its own characters (length × entropy per character), and not a repetition
+of a shorter string. A generated key (128 random bits as hex) always passes: new_api_key
+draws again in the (vanishingly rare) case that one would not.
+"""
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +24,29 @@ from billing_core.db.tables import api_keys
 from billing_core.errors import ApiError, ErrorCode
 
 AUTH_METHODS = ("username", "sip_extension", "id")
+MIN_KEY_LEN = 16
+MAX_KEY_LEN = 128
+MIN_KEY_BITS = 64
+
+
+def key_strength_problem(key: str) -> str | None:
+    """Why `key` is too weak to be an API key, or None. Never quotes the key."""
+    if not MIN_KEY_LEN <= len(key) <= MAX_KEY_LEN:
+        return f"apikey must be {MIN_KEY_LEN}..{MAX_KEY_LEN} characters"
+    counts = Counter(key)
+    bits = -sum(n * math.log2(n / len(key)) for n in counts.values())
+    if bits < MIN_KEY_BITS:
+        return f"apikey is too weak: use more varied characters (about {MIN_KEY_BITS} bits at least)"
+    if key in (key + key)[1:-1]:  # true exactly when key is a shorter string repeated
+        return "apikey is too weak: it repeats a shorter string"
+    return None
+
+
+def generate_key() -> str:
+    while True:
+        key = new_api_key()
+        if key_strength_problem(key) is None:
+            return key
 
 
 async def add_key(
@@ -37,9 +70,10 @@ async def add_key(
         raise ApiError(ErrorCode.E_INVALID_ARGUMENT, "source must be IP addresses or masks like 178.1.1.*")
     if not 0 <= access_level <= 99:
         raise ApiError(ErrorCode.E_INVALID_ARGUMENT, "access level must be 0..99")
-    key = apikey or new_api_key()
-    if len(key) < 8 or len(key) > 128:
-        raise ApiError(ErrorCode.E_INVALID_ARGUMENT, "apikey must be 8..128 characters")
+    key = apikey or generate_key()
+    problem = key_strength_problem(key)
+    if problem is not None:
+        raise ApiError(ErrorCode.E_INVALID_ARGUMENT, problem)
     async with db.begin() as conn:
         exists = (await conn.execute(select(api_keys.c.id).where(api_keys.c.key_hash == api_key_hash(key)))).first()
         if exists is not None:

@@ -36,9 +36,16 @@ ROUTE_FILTERS = ("all", "sip", "sms", "default")
 CALLERID_TYPES = (1, 2, 99)  # 1 RU only, 2 international, 99 without limits
 
 # Route names and prefixes end up in callPrepare's space-separated text answer
-# ("Allowed … outline/ route1-cli …"), so they may not contain blanks.
+# ("Allowed … 8 carrier-a …"), so they may not contain blanks.
 _ROUTE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-_PREFIX = re.compile(r"[A-Za-z0-9_.:/\-]{1,64}")
+# A SIP route's prefix is dialled in front of the number (dialplan/extensions.conf:
+# PJSIP/<prefix><number>@<route>, or the operator's CALLGATE_DIAL). Only what is valid inside
+# a dial string's number: '/' ("outline/" made chan_pjsip look for an endpoint "outline"),
+# '@', ',', '&', '^', '(', ')', ':', quotes and '$'/'{' (EVAL of a CALLGATE_DIAL template)
+# would each break or re-route the Dial. Empty is a route without a prefix.
+_DIAL_PREFIX = re.compile(r"[0-9A-Za-z*#+_.\-]{0,32}")
+_DIAL_PREFIX_WHAT = "at most 32 of 0-9 A-Z a-z * # + _ . - (it is dialled before the number; empty for none)"
+_SMS_HANDLER = re.compile(r"[A-Za-z0-9_.:/\-]{1,64}")
 _HOST = re.compile(r"[A-Za-z0-9_.:\-\[\]]{0,128}")
 _TOKEN = re.compile(r"[^\s\x00-\x1f\x7f]{0,64}")  # auth user names, handler names
 
@@ -63,7 +70,11 @@ class NewRoute:
         if self.type not in ROUTE_TYPES:
             raise invalid(f"type must be one of {', '.join(ROUTE_TYPES)}")
         required_arg(self.sip_server, "sip_server", _HOST, "a host name or address")
-        required_arg(self.prefix, "prefix", _PREFIX, "1..64 characters without blanks (e.g. outline1/)")
+        if self.type == "sip":
+            if not _DIAL_PREFIX.fullmatch(self.prefix):
+                raise invalid(f"prefix {self.prefix[:40]!r} cannot be dialled: prefix must be {_DIAL_PREFIX_WHAT}")
+        else:  # an SMS route's "prefix" is its handler's name (spec), never dialled
+            required_arg(self.prefix, "prefix", _SMS_HANDLER, "1..64 characters without blanks (the SMS handler)")
         optional_arg(self.host, "host", _HOST, "a host name or address")
         optional_arg(self.user, "user", _TOKEN, "at most 64 characters without blanks")
         text_arg(self.password, "pass", max_len=128, required=False)

@@ -12,7 +12,7 @@ fee, now that the spec's `switch_price` is charged once, by switchRates, and no 
 every call (docs/billing.md).
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0006
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

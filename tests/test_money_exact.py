@@ -162,8 +162,8 @@ async def test_the_largest_exact_amounts_are_accepted(services: Services, api: A
     assert Decimal(row) == Decimal("99999999999999.9999")
 
 
-async def test_migration_0008_turns_stored_sqlite_floats_into_exact_amounts(tmp_path: Path) -> None:
-    """A database written before 0008 (floats) reads back the same amounts after it."""
+async def test_migration_0007_turns_stored_sqlite_floats_into_exact_amounts(tmp_path: Path) -> None:
+    """A database written before 0007 (floats) reads back the same amounts after it."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
     await _alembic(url, "upgrade", "0005")
     engine = create_async_engine(url)

@@ -11,7 +11,7 @@ It also adds `tariffs.connect_fee` (callgate's own, default 0): the per-call con
 fee, now that the spec's `switch_price` is charged once, by switchRates, and no longer on
 every call (docs/billing.md).
 
-Revision ID: 0008
+Revision ID: 0007
 Revises: 0006
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None

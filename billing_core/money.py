@@ -6,14 +6,24 @@
   ROUND_HALF_UP to that precision (`quantize_money`). Intermediate products stay exact.
 - A reservation for a call rounds UP (`quantize_money_up`) so it always covers the charge.
 - Display amounts (user currency) are the ledger amount × eur_course, rounded the same way.
+- An amount on the wire is plain ASCII decimal notation with at most 4 decimals and at
+  most 14 integer digits (what NUMERIC(18,4) holds); anything else (exponents, more
+  decimals, other scripts' digits, which `Decimal()` would accept) is refused, never
+  rounded (`parse_amount`).
 """
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
 
 MONEY_QUANT = Decimal("0.0001")
 ZERO = Decimal("0")
+MONEY_LIMIT = Decimal("1e14")  # NUMERIC(18,4): every stored amount is strictly below this
+
+# [0-9], not \d: \d also matches Arabic-Indic and other scripts' digits.
+_AMOUNT_RE = re.compile(r"[+-]?[0-9]{1,14}(\.[0-9]{0,4})?|[+-]?\.[0-9]{1,4}", re.ASCII)
+_NUMBER_RE = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
 
 
 class LossyMoneyError(TypeError):
@@ -36,6 +46,37 @@ def to_money(value: object) -> Decimal:
     if not result.is_finite():
         raise ValueError(f"not a finite amount: {value!r}")
     return result
+
+
+def parse_amount(value: object) -> Decimal:
+    """An amount from the wire (see the module rules): ValueError when it is not one."""
+    if isinstance(value, Decimal | int) and not isinstance(value, bool):
+        result = Decimal(value)
+        if not result.is_finite() or result != quantize_money(result) or abs(result) >= MONEY_LIMIT:
+            raise ValueError("an amount has at most 4 decimals and 14 integer digits")
+        return result
+    if not isinstance(value, str):
+        raise ValueError(f"not an amount: {value!r}")
+    text = value.strip()
+    if not _AMOUNT_RE.fullmatch(text):
+        raise ValueError("an amount is plain decimal digits with at most 4 decimals and 14 integer digits")
+    return Decimal(text)
+
+
+def parse_number(value: object) -> Decimal:
+    """A non-money `num` (multiplier, time zone, seconds): ASCII decimal notation, an
+    exponent allowed (its size is bounded by the field's max_digits)."""
+    if isinstance(value, Decimal | int) and not isinstance(value, bool):
+        return Decimal(value)
+    if not isinstance(value, str) or not _NUMBER_RE.fullmatch(value.strip()):
+        raise ValueError("a number is decimal digits 0-9 (one '.', an optional exponent)")
+    return Decimal(value.strip())
+
+
+def check_storable(amount: Decimal) -> None:
+    """ValueError when `amount` does not fit the ledger's NUMERIC(18,4)."""
+    if abs(amount) >= MONEY_LIMIT:
+        raise ValueError("amount beyond what the ledger stores (|amount| < 1e14)")
 
 
 def quantize_money(amount: Decimal) -> Decimal:

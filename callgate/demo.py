@@ -67,7 +67,7 @@ async def _provision(api: DemoApi, services: Services) -> None:
     await api.call("addRoute", route="carrier-a", type="sip", sip_server="sip.carrier-a.example", prefix="8")
     await api.call("addRoute", route="carrier-b", type="sip", sip_server="sip.carrier-b.example", prefix="9")
     routes = {r["route"]: r["id"] for r in await api.call("getRoutes", all=True)}
-    await api.call("addRates", table="standard", name="Standard", bill_type="sixsec", switch_price="0.0100")
+    await api.call("addRates", table="standard", name="Standard", bill_type="sixsec", connect_fee="0.0100")
     tariff = next(t for t in await api.call("getRatesList", all=True) if t["name"] == "Standard")
     directions = {str(d["code"]): d["id"] for d in await api.call("getDirections")}
     for code, cost_a, cost_b in DEMO_PRICES:
@@ -145,7 +145,7 @@ Keys (shown once; stored hashed):
   asterisk key (level 50, from 127.0.0.1, users by SIP extension): {agi_key}
 
 Users: alice (ext 10001, 5.00 EUR, PIN 1234), bob (ext 10002, 0.50 EUR), acme (reseller, ext 20000).
-Tariff "Standard": bill type sixsec (free 3 s, step 6 s), 0.01 EUR connection fee,
+Tariff "Standard": bill type sixsec (free 3 s, step 6 s), 0.01 EUR per-call connect_fee,
   carrier-a first, carrier-b as failover (prior=2). DID 4930123456 -> alice's 10001.
 
 Dialplan (see dialplan/extensions.conf):

@@ -70,6 +70,7 @@ class RatingWorld:
         *,
         bill_type: str = "byminute",
         switch_price: str = "0",
+        connect_fee: str = "0",
         multiplier: str = "1",
         is_option: bool = False,
     ) -> int:
@@ -79,6 +80,7 @@ class RatingWorld:
                 name=name,
                 bill_type=bill_type,
                 switch_price=Decimal(switch_price),
+                connect_fee=Decimal(connect_fee),
                 multiplier=Decimal(multiplier),
                 is_option=is_option,
                 owner="admin",

@@ -71,7 +71,7 @@ async def build_world(services: Services, *, balance: str = "1.00", owner: str =
     route1 = await w.route("route1-cli", prefix="outline/")
     route2 = await w.route("route2", prefix="backup/")
     sixsec = await w.bill_type("sixsec", free_threshold=3, step=6)
-    std = await w.tariff("std", bill_type=sixsec, switch_price="0.05")
+    std = await w.tariff("std", bill_type=sixsec, connect_fee="0.05")
     await w.entry(std, tele2, "0.60", route1, priority=1)
     await w.entry(std, tele2, "0.90", route2, priority=2)
     alice = await make_user(

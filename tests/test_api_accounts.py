@@ -178,11 +178,11 @@ async def test_opposite_transfers_at_once_neither_deadlock_nor_lose_money(
 # --- updateAccount ----------------------------------------------------------------------
 
 
-async def test_a_manager_sets_a_balance_in_its_currency_with_an_adjust_row(
+async def test_a_managers_balance_change_moves_money_from_its_own_account(
     services: Services, dispatcher: Dispatcher, keys: Keys
 ) -> None:
     await add_rub(services)
-    res = await make_user(services, "res", accesslevel=22, currency="RUB")
+    res = await make_user(services, "res", accesslevel=22, currency="RUB", balance=Decimal("30"))
     carol = await make_user(services, "carol", manager="res", balance=Decimal("10"))
     account = str(carol.account_id)
 
@@ -192,12 +192,24 @@ async def test_a_manager_sets_a_balance_in_its_currency_with_an_adjust_row(
 
     assert out.ok, out.error
     assert await balance_of(services, carol.account_id) == Decimal("20.0000")
-    assert await ledger(services, carol.account_id) == [("initial", Decimal("10")), ("adjust", Decimal("10"))]
+    assert await ledger(services, carol.account_id) == [("initial", Decimal("10")), ("transfer", Decimal("10"))]
+    assert await balance_of(services, res.account_id) == Decimal("20.0000")
+    assert await ledger(services, res.account_id) == [("initial", Decimal("30")), ("transfer", Decimal("-10"))]
     async with services.db.begin() as conn:
         row = (await conn.execute(select(accounts).where(accounts.c.id == carol.account_id))).one()
     assert row.overdraft == Decimal("5.5050")
     same = await call(dispatcher, keys.client, "updateAccount", login(res, account=account, balance="2000"))
     assert same.ok and len(await ledger(services, carol.account_id)) == 2  # no change, no row
+    back = await call(dispatcher, keys.client, "updateAccount", login(res, account=account, balance="500"))
+    assert back.ok, back.error  # lowering a balance moves the difference back to the manager
+    assert await balance_of(services, carol.account_id) == Decimal("5.0000")
+    assert await balance_of(services, res.account_id) == Decimal("35.0000")
+    too_low = await call(dispatcher, keys.client, "updateAccount", login(res, account=account, balance="-600"))
+    assert code(too_low) == "E_INSUFFICIENT_MONEY"  # below −overdraft (−5.505 EUR)
+    too_much = await call(dispatcher, keys.client, "updateAccount", login(res, account=account, balance="4000"))
+    assert code(too_much) == "E_INSUFFICIENT_MONEY"  # 35 EUR more than 35 EUR − the 5.505 EUR granted
+    assert await balance_of(services, carol.account_id) == Decimal("5.0000")
+    assert await balance_of(services, res.account_id) == Decimal("35.0000")
 
 
 async def test_a_user_cannot_top_up_itself_but_edits_its_billing_details(
@@ -246,9 +258,10 @@ async def test_a_reseller_cannot_top_up_an_account_it_shares_with_its_users(
     )
 
     assert code(by_res) == "E_INSUFFICIENT_ACCESS"
-    assert by_admin.ok, by_admin.error
-    assert await balance_of(services, res.account_id) == Decimal("7.5000")
-    assert await ledger(services, res.account_id) == [("initial", Decimal("5")), ("adjust", Decimal("2.5"))]
+    # the spec's NB: administrators cannot change a balance, they use transferMoney
+    assert code(by_admin) == "E_INSUFFICIENT_ACCESS"
+    assert await balance_of(services, res.account_id) == Decimal("5.0000")
+    assert await ledger(services, res.account_id) == [("initial", Decimal("5"))]
 
 
 # --- getAccountInfo ---------------------------------------------------------------------

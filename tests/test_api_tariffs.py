@@ -33,6 +33,7 @@ SPEC_TARIFF_FIELDS = {
     "multiplier",
     "description",
 }
+CALLGATE_TARIFF_FIELDS = {"connect_fee"}  # callgate's own, beyond the spec (docs/billing.md)
 
 DIRECTIONS = [
     ("7", "Russia", "11", "11"),
@@ -104,11 +105,13 @@ async def test_add_rates_with_defaults_and_list_fields(world: World) -> None:
     )  # fmt: skip
 
     tid = await add_tariff(world, "corp1", "Retail", bill_type="bysecond", is_public="true", switch_price="0.05",
-                           multiplier="1.5", did_multiplier="0.5", description="Retail prices")  # fmt: skip
+                           multiplier="1.5", did_multiplier="0.5", description="Retail prices",
+                           connect_fee="0.02")  # fmt: skip
     listing = await world.ok("getRatesList", "corp1")
     assert [t["name"] for t in listing] == ["test", "Retail"]
     retail = listing[1]
-    assert set(retail) == SPEC_TARIFF_FIELDS
+    assert set(retail) == SPEC_TARIFF_FIELDS | CALLGATE_TARIFF_FIELDS
+    assert retail["connect_fee"] == Decimal("0.02") and listing[0]["connect_fee"] == Decimal("0")
     assert retail["id"] == tid and retail["table name"] == "retail" and retail["owner"] == "corp1"
     assert (retail["bill_type"], retail["is_public"], retail["is_option"]) == ("bysecond", True, False)
     assert retail["switch_price"] == Decimal("0.05") and retail["display_switch_price"] == Decimal("0.05")

@@ -15,7 +15,7 @@ from billing_core.auth.secrets_store import md5_hex, verify_password
 from billing_core.cache.keys import NAMESPACES
 from billing_core.db.tables import accounts, currencies, dids, sip_extensions, tariffs, transactions, users
 from billing_core.services.container import Services
-from tests.factories import MadeUser, make_key, make_user
+from tests.factories import MadeUser, balance_of, make_key, make_user
 from tests.test_spec_registry import spec
 
 
@@ -283,9 +283,10 @@ async def test_register_user_creates_user_account_and_sip_account(
         account = (await conn.execute(select(accounts).where(accounts.c.id == row.account_id))).one()
         ledger = (await conn.execute(select(transactions).where(transactions.c.account_id == row.account_id))).all()
         ext = (await conn.execute(select(sip_extensions).where(sip_extensions.c.user_id == row.id))).one()
-    # 1000 RUB of the registering reseller at 100 RUB/EUR
+    # 1000 RUB of the registering reseller at 100 RUB/EUR, taken from the reseller's account
     assert account.balance == Decimal("10.0000")
-    assert [(t.kind, t.amount) for t in ledger] == [("initial", Decimal("10.0000"))]
+    assert [(t.kind, t.amount) for t in ledger] == [("transfer", Decimal("10.0000"))]
+    assert await balance_of(services, res.account_id) == Decimal("0.0000")
     assert ext.sip_extension == "40000" and ext.sip_server == "sip.server.com"
     assert ext.sip_password_enc != "verysecretpassword" and services.box.decrypt(ext.sip_password_enc) == (
         "verysecretpassword"

@@ -276,7 +276,7 @@ async def test_cost_arithmetic(
     w, key = std.world, std.key
     if bill == "t5s30":
         await w.bill_type(bill, free_threshold=5, step=30)
-    tariff = await w.tariff("arith", bill_type=bill, multiplier=multiplier, switch_price=fee)
+    tariff = await w.tariff("arith", bill_type=bill, multiplier=multiplier, connect_fee=fee)
     direction = await w.direction("31", "Netherlands", min_len=11, max_len=11)
     route = await w.route("nl")
     await w.entry(tariff, direction, cost, route)
@@ -297,7 +297,7 @@ async def test_cost_arithmetic(
 
 
 async def _fee_world(services: Services, std: Standard, *, fee: str = "0.05", cost: str = "0.10") -> int:
-    tariff = await std.world.tariff("fee", switch_price=fee)
+    tariff = await std.world.tariff("fee", connect_fee=fee)
     await std.world.entry(tariff, std.russia, cost, std.route1)
     return tariff
 
@@ -508,3 +508,33 @@ async def test_unknown_user_currency_is_shown_in_eur(services: Services, dispatc
     await make_user(services, "lena", balance=Decimal("10"), rates_id=std.base, currency="XXX")
     saved = text_of(await finish(dispatcher, std.key, "lena", "74951234567", length="60"))
     assert saved.text.endswith(" 60 0.1000 EUR ANSWER")
+
+
+async def test_switch_price_is_not_charged_per_call_but_connect_fee_is(
+    services: Services, dispatcher: Dispatcher
+) -> None:
+    """switch_price is the price of switching to the tariff (switchRates charges it once);
+    a call pays its time plus callgate's own connect_fee, which defaults to 0."""
+    std = await standard_world(services)
+    plain = await std.world.tariff("plain", switch_price="0.05")
+    fee = await std.world.tariff("fee", switch_price="0.05", connect_fee="0.02")
+    for tariff in (plain, fee):
+        await std.world.entry(tariff, std.russia, "0.60", std.route1)
+    payers = {
+        "plain": await make_user(services, "pp", balance=Decimal("1.20"), rates_id=plain),
+        "fee": await make_user(services, "pf", balance=Decimal("1.20"), rates_id=fee),
+    }
+    for name, made in payers.items():
+        prepared = text_of(await prepare(dispatcher, std.key, made.username, "74951234567", call_id=f"s-{name}"))
+        assert prepared.result == "Allowed"
+        # 1.20 EUR at 0.60 EUR/min: two minutes without a per-call fee; 1.22 does not fit
+        assert prepared.fields["CALLGATE_MAXTIME"] == ("120" if name == "plain" else "60")
+        saved = text_of(
+            await finish(
+                dispatcher, std.key, made.username, "74951234567", call_id=f"s-{name}", length="30", status="ANSWER"
+            )
+        )
+        assert saved.result == "Saved"
+    # byminute: 30 s bills 60 s at 0.60/min = 0.60; the fee tariff adds 0.02 once
+    assert await balance_of(services, payers["plain"].account_id) == Decimal("0.6000")
+    assert await balance_of(services, payers["fee"].account_id) == Decimal("0.5800")

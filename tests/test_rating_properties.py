@@ -20,7 +20,7 @@ caps = st.integers(min_value=1, max_value=14400)
 
 def _reserve(length_s: int, price: Decimal, fee: Decimal, step: int, threshold: int) -> Decimal:
     billed = billed_seconds(length_s, step=step, free_threshold=threshold)
-    return reserve_amount(billed, price_per_minute=price, switch_price=fee)
+    return reserve_amount(billed, price_per_minute=price, connect_fee=fee)
 
 
 def _fits(amount: Decimal, available: Decimal) -> bool:
@@ -34,7 +34,7 @@ def test_max_call_time_is_the_longest_affordable(
 ) -> None:
     found = max_call_time(
         price_per_minute=price,
-        switch_price=fee,
+        connect_fee=fee,
         step=step,
         free_threshold=threshold,
         available=available,
@@ -66,8 +66,8 @@ def test_billed_seconds_are_whole_steps_covering_the_call(length: int, step: int
 @settings(max_examples=300, deadline=None)
 @given(billed=st.integers(min_value=0, max_value=20000), price=prices, fee=money)
 def test_charge_is_rounded_once_and_never_exceeds_the_hold(billed: int, price: Decimal, fee: Decimal) -> None:
-    charged = call_cost(billed, price_per_minute=price, switch_price=fee)
-    held = reserve_amount(billed, price_per_minute=price, switch_price=fee)
+    charged = call_cost(billed, price_per_minute=price, connect_fee=fee)
+    held = reserve_amount(billed, price_per_minute=price, connect_fee=fee)
     assert charged == quantize_money(charged) and held == quantize_money(held)
     assert charged <= held <= charged + MONEY_QUANT
     if billed == 0:
@@ -83,9 +83,9 @@ def test_charge_is_rounded_once_and_never_exceeds_the_hold(billed: int, price: D
 def test_cost_grows_with_length(a: int, b: int, step: int, threshold: int, price: Decimal, fee: Decimal) -> None:
     short, long = sorted((a, b))
     cost_short = call_cost(
-        billed_seconds(short, step=step, free_threshold=threshold), price_per_minute=price, switch_price=fee
+        billed_seconds(short, step=step, free_threshold=threshold), price_per_minute=price, connect_fee=fee
     )
     cost_long = call_cost(
-        billed_seconds(long, step=step, free_threshold=threshold), price_per_minute=price, switch_price=fee
+        billed_seconds(long, step=step, free_threshold=threshold), price_per_minute=price, connect_fee=fee
     )
     assert cost_short <= cost_long

@@ -46,7 +46,7 @@ async def _world(services: Services) -> tuple[str, int]:
     w = RatingWorld(services)
     direction = await w.direction("31", "Netherlands", min_len=11, max_len=11)
     route = await w.route("nl-1", prefix="nl/")
-    tariff = await w.tariff("odd", bill_type="bysecond", multiplier=MULTIPLIER, switch_price=FEE)
+    tariff = await w.tariff("odd", bill_type="bysecond", multiplier=MULTIPLIER, connect_fee=FEE)
     await w.entry(tariff, direction, PRICE, route)
     made = await make_user(
         services, "busy", balance=BALANCE, overdraft=OVERDRAFT, rates_id=tariff, allowed_call_len=CAP_S
@@ -84,7 +84,7 @@ async def test_concurrent_prepare_never_overdraws_and_charges_add_up(
     start = BALANCE + OVERDRAFT
     assert reserved <= start
     # Saturated: what is left would not pay even one second.
-    one_second = reserve_amount(1, price_per_minute=Decimal(PRICE) * Decimal(MULTIPLIER), switch_price=Decimal(FEE))
+    one_second = reserve_amount(1, price_per_minute=Decimal(PRICE) * Decimal(MULTIPLIER), connect_fee=Decimal(FEE))
     assert start - reserved < one_second
     books = await ledger_of(services, account_id)
     assert sorted(r.call_uid for r in books.reservations) == sorted(allowed)

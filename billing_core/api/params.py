@@ -11,11 +11,17 @@ import types
 from decimal import Decimal
 from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.fields import FieldInfo
 
-# `num` in the spec: a finite decimal (money, multipliers) or an integer (ids, seconds).
-Num = Annotated[Decimal, Field(allow_inf_nan=False, max_digits=24)]
+from billing_core.money import parse_amount, parse_number
+
+# `num` in the spec: a finite decimal (multipliers, time zones) or an integer (ids, seconds).
+# ASCII digits only: Decimal() alone would take Arabic-Indic and other scripts' digits.
+Num = Annotated[Decimal, BeforeValidator(parse_number), Field(allow_inf_nan=False, max_digits=24)]
+# A `num` that is money: the one parser of amounts (billing_core.money.parse_amount) — at
+# most 4 decimals and 14 integer digits, refused (E_INVALID_ARGUMENT), never rounded.
+Amount = Annotated[Decimal, BeforeValidator(parse_amount)]
 Int = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 Str = Annotated[str, StringConstraints(max_length=1024)]
 Bool = bool  # pydantic's lax mode takes "true"/"false"/"1"/"0" as the spec's bool

@@ -19,7 +19,7 @@ each of their statements.
 
 Every item has a deadline (its decision's, billing_core.deadline), and the statement gets
 the least time left among its items as a budget that PostgreSQL keeps on its own clock
-(migration 0007): an item it could not reach in time writes nothing and comes back
+(migration 0008): an item it could not reach in time writes nothing and comes back
 `timeout`. So a statement never commits after a decision stopped waiting for it (the
 "phantom hold" of issue 9). In these statements an account locked by another transaction
 is waited for at most BATCH_LOCK_WAIT_S (callgate's own steps hold a row for

@@ -8,7 +8,7 @@ times the CPU, and a hold took four statements plus a pool pre-ping. Everything 
 keeps using SQLAlchemy.
 
 A decision's deadline holds inside PostgreSQL too (issue 9, item 8): holds and charges
-carry it into callgate_batch, which keeps it on the database's clock (migration 0007,
+carry it into callgate_batch, which keeps it on the database's clock (migration 0008,
 billing_core.db.pg_batch); every other statement runs under a `statement_timeout` just past
 the ledger's time-out, set on each connection. callgate waits a margin longer than either,
 so the database's verdict (done, or nothing written) arrives before callgate gives up: what

@@ -1,12 +1,15 @@
 """The schema: one SQLAlchemy Core table per spec concept.
 
 Names follow the spec (direction, rates/tariff, bill type, extension, DID rule).
-Money is NUMERIC(18,4) (see billing_core.money). Invariants the database can hold
+Money is NUMERIC(18,4) on PostgreSQL and a scaled integer (1/10000 units) on SQLite,
+whose NUMERIC would keep it as a float (see `ExactMoney`). Invariants the database can hold
 itself are constraints here: unique call keys make callFinish idempotent, CHECKs keep
 amounts sane whatever code path writes them.
 """
 
 from __future__ import annotations
+
+from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
@@ -26,6 +29,8 @@ from sqlalchemy import (
     text,
 )
 
+from billing_core.db.money_type import ExactMoney
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -37,8 +42,8 @@ NAMING = {
 metadata = MetaData(naming_convention=NAMING)
 
 
-def Money(name: str, **kw: object) -> Column[object]:
-    return Column(name, Numeric(18, 4, asdecimal=True), **kw)  # type: ignore[arg-type]
+def Money(name: str, **kw: object) -> Column[Decimal]:
+    return Column(name, ExactMoney(), **kw)  # type: ignore[arg-type]
 
 
 accounts = Table(
@@ -165,13 +170,15 @@ tariffs = Table(
     Column("bill_type", String(32), nullable=False, server_default="byminute"),
     Column("is_option", Boolean, nullable=False, server_default="0"),
     Column("is_public", Boolean, nullable=False, server_default="0"),
-    Money("switch_price", nullable=False, server_default="0"),
+    Money("switch_price", nullable=False, server_default="0"),  # charged once, by switchRates
+    Money("connect_fee", nullable=False, server_default="0"),  # callgate's own: per billed call
     Column("multiplier", Numeric(12, 6), nullable=False, server_default="1"),
     Column("did_multiplier", Numeric(12, 6), nullable=False, server_default="1"),
     Column("description", String(512), nullable=False, server_default=""),
     Column("owner", String(32), nullable=False),
     UniqueConstraint("owner", "name", name="uq_tariffs_owner_name"),  # addRates: names unique per owner
     CheckConstraint("switch_price >= 0", name="switch_price_not_negative"),
+    CheckConstraint("connect_fee >= 0", name="connect_fee_not_negative"),
     CheckConstraint("multiplier >= 0", name="multiplier_not_negative"),
 )
 

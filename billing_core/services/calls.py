@@ -231,7 +231,7 @@ def _plan(rating: Rating, cap_s: int, available: Decimal) -> tuple[int, Decimal]
         return cap_s, ZERO
     max_time_s = max_call_time(
         price_per_minute=rating.price_per_minute,
-        switch_price=rating.switch_price,
+        connect_fee=rating.connect_fee,
         step=rating.step,
         free_threshold=rating.free_threshold,
         available=available,
@@ -240,7 +240,7 @@ def _plan(rating: Rating, cap_s: int, available: Decimal) -> tuple[int, Decimal]
     if max_time_s is None:
         return None
     amount = reserve_amount(
-        rating.billed(max_time_s), price_per_minute=rating.price_per_minute, switch_price=rating.switch_price
+        rating.billed(max_time_s), price_per_minute=rating.price_per_minute, connect_fee=rating.connect_fee
     )
     return max_time_s, amount
 
@@ -360,9 +360,14 @@ async def _call_record(
     services: Services, gens: Generations, caller: Caller, report: Finish, number: str, rating: Rating,
     *, max_time_s: int | None,
 ) -> CallRecord:  # fmt: skip
-    """The CDR of the call priced at `rating`, its length capped at the hold's max time."""
+    """The CDR of the call priced at `rating`, its length capped at the hold's max time
+    and, held or not, at the caps callPrepare applies (call_cap): a finish without a hold
+    is never billed for longer than a prepared call could have lasted."""
     currency, course = await _display_currency(services, gens, caller.user.currency)
-    length_s = reported_length(report.length_s, report.answered_ms, services.settings.billsec_rounding)
+    length_s = min(
+        reported_length(report.length_s, report.answered_ms, services.settings.billsec_rounding),
+        call_cap(services, caller),
+    )
     if max_time_s is not None:
         length_s = min(length_s, max_time_s)  # the dialplan's L() enforces it too
     answered = is_answered(report.status)

@@ -56,26 +56,26 @@ def billed_seconds(length_s: int, *, step: int, free_threshold: int) -> int:
     return -(-length_s // step) * step
 
 
-def _exact_cost(billed_s: int, price_per_minute: Decimal, switch_price: Decimal) -> Decimal:
+def _exact_cost(billed_s: int, price_per_minute: Decimal, connect_fee: Decimal) -> Decimal:
     if billed_s <= 0:
         return ZERO
-    return price_per_minute * billed_s / SECONDS_PER_MINUTE + switch_price
+    return price_per_minute * billed_s / SECONDS_PER_MINUTE + connect_fee
 
 
-def call_cost(billed_s: int, *, price_per_minute: Decimal, switch_price: Decimal) -> Decimal:
-    """The charge for `billed_s` seconds (connection fee included), rounded once, half up."""
-    return quantize_money(_exact_cost(billed_s, price_per_minute, switch_price))
+def call_cost(billed_s: int, *, price_per_minute: Decimal, connect_fee: Decimal) -> Decimal:
+    """The charge for `billed_s` seconds (the tariff's connect_fee included), rounded once, half up."""
+    return quantize_money(_exact_cost(billed_s, price_per_minute, connect_fee))
 
 
-def reserve_amount(billed_s: int, *, price_per_minute: Decimal, switch_price: Decimal) -> Decimal:
+def reserve_amount(billed_s: int, *, price_per_minute: Decimal, connect_fee: Decimal) -> Decimal:
     """The hold for `billed_s` seconds: the same cost rounded up, so it covers the charge."""
-    return quantize_money_up(_exact_cost(billed_s, price_per_minute, switch_price))
+    return quantize_money_up(_exact_cost(billed_s, price_per_minute, connect_fee))
 
 
 def max_call_time(
     *,
     price_per_minute: Decimal,
-    switch_price: Decimal,
+    connect_fee: Decimal,
     step: int,
     free_threshold: int,
     available: Decimal,
@@ -92,7 +92,7 @@ def max_call_time(
 
     def fits(length_s: int) -> bool:
         billed = billed_seconds(length_s, step=step, free_threshold=free_threshold)
-        amount = reserve_amount(billed, price_per_minute=price_per_minute, switch_price=switch_price)
+        amount = reserve_amount(billed, price_per_minute=price_per_minute, connect_fee=connect_fee)
         return amount == ZERO or amount <= available
 
     if cap_s < step:
@@ -129,7 +129,7 @@ class Tariff:
     name: str
     bill_type: str
     is_option: bool
-    switch_price: Decimal
+    connect_fee: Decimal  # per billed call (callgate's own field; switch_price is not per call)
     multiplier: Decimal
 
 
@@ -165,7 +165,7 @@ class Rating:
     prefix: str
     tariff_id: int | None
     price_per_minute: Decimal
-    switch_price: Decimal
+    connect_fee: Decimal
     step: int
     free_threshold: int
     internal: bool = False
@@ -174,22 +174,27 @@ class Rating:
         return billed_seconds(length_s, step=self.step, free_threshold=self.free_threshold)
 
     def cost(self, billed_s: int) -> Decimal:
-        return call_cost(billed_s, price_per_minute=self.price_per_minute, switch_price=self.switch_price)
+        return call_cost(billed_s, price_per_minute=self.price_per_minute, connect_fee=self.connect_fee)
 
     def to_json(self) -> dict[str, Any]:
         # Field by field: dataclasses.asdict deep-copies, and this runs on every callPrepare.
         data = {name: getattr(self, name) for name in _RATING_FIELDS}
         data["price_per_minute"] = str(self.price_per_minute)
-        data["switch_price"] = str(self.switch_price)
+        data["connect_fee"] = str(self.connect_fee)
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Rating:
+        fields_ = dict(data)
+        # A hold prepared before connect_fee existed locked in the per-call switch_price
+        # then charged; its finish keeps the terms it was prepared with.
+        fee = fields_.pop("switch_price", None)
+        fields_.setdefault("connect_fee", fee if fee is not None else "0")
         return cls(
             **{
-                **data,
-                "price_per_minute": Decimal(data["price_per_minute"]),
-                "switch_price": Decimal(data["switch_price"]),
+                **fields_,
+                "price_per_minute": Decimal(fields_["price_per_minute"]),
+                "connect_fee": Decimal(fields_["connect_fee"]),
             }
         )
 
@@ -214,7 +219,7 @@ class TariffIndex:
         t = data["tariff"]
         self.tariff = Tariff(
             int(t["id"]), t["name"], t["bill_type"], bool(t["is_option"]),
-            Decimal(t["switch_price"]), Decimal(t["multiplier"]),
+            Decimal(t.get("connect_fee", "0")), Decimal(t["multiplier"]),
         )  # fmt: skip
         groups: dict[int, list[Entry]] = defaultdict(list)
         for e in data["entries"]:
@@ -309,7 +314,7 @@ class RatingEngine:
             return {
                 "tariff": {
                     "id": t.id, "name": t.name, "bill_type": t.bill_type, "is_option": bool(t.is_option),
-                    "switch_price": str(t.switch_price), "multiplier": str(t.multiplier),
+                    "connect_fee": str(t.connect_fee), "multiplier": str(t.multiplier),
                 },
                 "entries": [
                     {
@@ -406,7 +411,7 @@ class RatingEngine:
             prefix=entry.route.prefix,
             tariff_id=supplier.id,
             price_per_minute=entry.cost * supplier.multiplier,
-            switch_price=supplier.switch_price,
+            connect_fee=supplier.connect_fee,
             step=bill_type.step,
             free_threshold=bill_type.free_threshold,
         )

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing_core.auth.secrets_store import hash_password
 from billing_core.db.tables import sip_extensions, users
@@ -20,7 +21,9 @@ from billing_core.services.clock import utcnow
 from billing_core.services.container import Services
 from billing_core.services.currency import currency, currency_or_system
 from billing_core.services.extensions import extension_taken
+from billing_core.services.money_rules import REFILL_KIND, account_of, check_cover, refills
 from billing_core.services.ownership import account_relation
+from billing_core.services.transfers import available, lock_accounts, post
 
 Generations = dict[str, int] | None
 
@@ -81,7 +84,8 @@ async def register_user(
             if await extension_taken(conn, new.sip_extension):
                 raise ApiError(ErrorCode.E_CANT_CREATE_ASTERISK_EXTENSION, "this SIP login is taken")
             if join is None:
-                account_id = await create_account(conn, balance=balance_eur)
+                account_id = await create_account(conn)
+                await _fund(conn, manager, account_id, balance_eur)
             else:
                 if not (await account_relation(conn, manager, join)).controls:
                     raise ApiError(ErrorCode.E_DOES_NOT_BELONG_TO_YOU, "this account is not yours")
@@ -110,3 +114,24 @@ async def register_user(
     except IntegrityError as exc:  # a concurrent registration took the name first
         raise ApiError(ErrorCode.E_DATA_ABORT, "this user name or SIP login is taken") from exc
     return user_id
+
+
+async def _fund(conn: AsyncConnection, manager: UserRecord, account_id: int, amount: Decimal) -> None:
+    """registerUser's initial balance (money_rules): a master administrator's is a refill;
+    anybody else's comes from its own account, as a transfer, within its cover."""
+    if amount <= ZERO:
+        return
+    if refills(manager):
+        await post(conn, account_id, amount, kind=REFILL_KIND, ref=f"refill:{manager.username}", comment="registerUser")
+        return
+    own = await account_of(conn, manager)
+    rows = await lock_accounts(conn, own, account_id)
+    if rows[own].refill_allowed == 0:
+        raise ApiError(ErrorCode.E_TRANSACTIONS_LOCKED)
+    left = await available(conn, rows[own]) - amount
+    if left < ZERO:
+        raise ApiError(ErrorCode.E_INSUFFICIENT_MONEY, "the initial balance comes from your own account")
+    await check_cover(conn, manager, left, own)
+    comment = "registerUser initial balance"
+    await post(conn, own, -amount, kind="transfer", ref=f"to:{account_id}", comment=comment)
+    await post(conn, account_id, amount, kind="transfer", ref=f"from:{own}", comment=comment)

@@ -44,6 +44,7 @@ class NewTariff:
     is_option: bool = False
     is_public: bool = False
     switch_price: Decimal = Decimal(0)
+    connect_fee: Decimal = Decimal(0)  # callgate's own (docs/billing.md): EUR per billed call
     multiplier: Decimal = Decimal(1)
     did_multiplier: Decimal = Decimal(1)
     description: str = ""
@@ -61,6 +62,7 @@ async def add_tariff(db: Database, actor: UserRecord, new: NewTariff) -> int:
     if not new.bill_type:
         raise missing("bill_type")
     switch_price = money_arg(new.switch_price, "switch_price")
+    connect_fee = money_arg(new.connect_fee, "connect_fee")
     multiplier = decimal_arg(new.multiplier, "multiplier", quant=MULTIPLIER_QUANT, places=6)
     did_multiplier = decimal_arg(new.did_multiplier, "did_multiplier", quant=MULTIPLIER_QUANT, places=6)
     try:
@@ -82,6 +84,7 @@ async def add_tariff(db: Database, actor: UserRecord, new: NewTariff) -> int:
                     is_option=new.is_option,
                     is_public=new.is_public,
                     switch_price=switch_price,
+                    connect_fee=connect_fee,
                     multiplier=multiplier,
                     did_multiplier=did_multiplier,
                     description=new.description,
@@ -111,6 +114,7 @@ def _tariff_json(row: Any, eur_course: Decimal) -> dict[str, Any]:
         "is_option": bool(row.is_option),
         "multiplier": Decimal(row.multiplier).quantize(MULTIPLIER_QUANT),
         "description": row.description,
+        "connect_fee": quantize_money(Decimal(row.connect_fee)),  # callgate's own, beyond the spec
     }
 
 

@@ -5,8 +5,10 @@ runs one transaction at a time) and writes its `transactions` row in the same
 transaction, so balance = opening + Σ amount always holds. Rows of two accounts are
 locked in ascending id order, so two opposite transfers cannot deadlock.
 
-Kinds written here: `transfer` (both legs), `fee` (transfer fee, tariff switch price),
-`adjust` (updateAccount setting a balance).
+Kinds written here: `transfer` (both legs; also updateAccount's balance by a reseller,
+which moves the difference from or to the reseller's own account), `refill` (a master
+administrator's transferMoney: money entering the system), `fee` (transfer fee, tariff
+switch price). Where money may come from: billing_core.services.money_rules.
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing_core.db.tables import accounts, transactions, users
 from billing_core.errors import ApiError, ErrorCode
-from billing_core.money import ZERO
+from billing_core.money import ZERO, check_storable
 from billing_core.records import UserRecord
 from billing_core.services.checks import check_choice, check_length, invalid
 from billing_core.services.clock import utcnow
 from billing_core.services.container import Services
 from billing_core.services.currency import currency_or_system
 from billing_core.services.ledger import held
-from billing_core.services.ownership import account_relation
+from billing_core.services.money_rules import REFILL_KIND, account_of, check_cover, refills
+from billing_core.services.ownership import account_relation, is_admin
 
 log = structlog.get_logger(__name__)
 
@@ -60,7 +63,15 @@ async def available(conn: AsyncConnection, row: Any) -> Decimal:
 
 
 async def post(conn: AsyncConnection, account_id: int, amount: Decimal, *, kind: str, ref: str, comment: str) -> None:
-    """Change a (locked) balance by `amount` and record why, in the caller's transaction."""
+    """Change a (locked) balance by `amount` and record why, in the caller's transaction.
+
+    E_INVALID_ARGUMENT when the new balance would not fit NUMERIC(18,4) (PostgreSQL would
+    refuse the row with an error that is no answer)."""
+    balance = (await conn.execute(select(accounts.c.balance).where(accounts.c.id == account_id))).scalar_one()
+    try:
+        check_storable(Decimal(balance) + amount)
+    except ValueError as exc:
+        raise invalid(str(exc)) from exc
     await conn.execute(update(accounts).where(accounts.c.id == account_id).values(balance=accounts.c.balance + amount))
     await conn.execute(
         transactions.insert().values(
@@ -94,7 +105,8 @@ async def _destination_account(conn: AsyncConnection, destination: str) -> int:
 async def transfer_money(
     services: Services, gens: Generations, sender: UserRecord, destination: str, amount: Decimal, comment: str
 ) -> None:
-    """transferMoney: `amount` in the sender's currency from its account to another one."""
+    """transferMoney: `amount` in the sender's currency from its account to another one;
+    from a master administrator, a refill (money_rules): credited, debited from nobody."""
     if amount <= ZERO:
         raise invalid("amount must be positive")
     check_length("comment", comment, 256)
@@ -102,20 +114,26 @@ async def transfer_money(
         raise ApiError(ErrorCode.E_TRANSACTIONS_LIMITED, "new users cannot transfer money")
     cur = await currency_or_system(services, gens, sender.currency)
     amount_eur = cur.to_eur(amount)
-    fee_eur = cur.to_eur(cur.transfer_fee) if cur.transfer_fee > ZERO else ZERO
+    refill = refills(sender)
+    fee_eur = cur.to_eur(cur.transfer_fee) if cur.transfer_fee > ZERO and not refill else ZERO
     if amount_eur <= ZERO:
         raise invalid("amount is below the smallest amount (0.0001 EUR)")
     async with services.db.begin() as conn:
         target = await _destination_account(conn, destination)
-        # read here, not from the cached profile: updateUser may have just moved the sender
-        source = (await conn.execute(select(users.c.account_id).where(users.c.id == sender.id))).scalar_one()
+        source = await account_of(conn, sender)
         if target == source:
             raise invalid("the destination is your own account")
         rows = await lock_accounts(conn, source, target)
         if any(row.refill_allowed == REFILL_FORBIDDEN for row in rows.values()):
             raise ApiError(ErrorCode.E_TRANSACTIONS_LOCKED)
-        if amount_eur + fee_eur > await available(conn, rows[source]):
+        if refill:
+            await post(conn, target, amount_eur, kind=REFILL_KIND, ref=f"refill:{sender.username}", comment=comment)
+            log.info("money.refilled", target=target, by=sender.username, amount_eur=str(amount_eur))
+            return
+        left = await available(conn, rows[source]) - amount_eur - fee_eur
+        if left < ZERO:
             raise ApiError(ErrorCode.E_INSUFFICIENT_MONEY)
+        await check_cover(conn, sender, left, source)
         await post(conn, source, -amount_eur, kind="transfer", ref=f"to:{target}", comment=comment)
         await post(conn, target, amount_eur, kind="transfer", ref=f"from:{source}", comment=comment)
         if fee_eur:
@@ -146,27 +164,59 @@ async def update_account(
     changes: Mapping[str, Any],
 ) -> None:
     """updateAccount: money fields by administrators or the manager of every user on it;
-    billing details also by the account's own users. Amounts are in the requester's currency."""
+    billing details also by the account's own users. Amounts are in the requester's currency.
+
+    `balance` is refused to administrators (the spec: "users with access level over 33
+    (administrators) cannot change users balance! Use transferMoney() function"); from a
+    reseller it is a transfer of the difference from or to the reseller's own account.
+    Overdraft granted by a reseller stays within its cover (money_rules)."""
     _check_account_changes(changes)
+    if "balance" in changes and is_admin(caller):
+        raise ApiError(ErrorCode.E_INSUFFICIENT_ACCESS, "administrators cannot change a balance: use transferMoney")
     cur = await currency_or_system(services, gens, requester.currency)
     values = dict(changes)
     for name in ("balance", "overdraft"):
         if name in values:
             values[name] = cur.to_eur(values[name])
+            try:
+                check_storable(values[name])
+            except ValueError as exc:
+                raise invalid(str(exc)) from exc
     async with services.db.begin() as conn:
         relation = await account_relation(conn, caller, account_id)
         if not relation.visible:
             raise ApiError(ErrorCode.E_DOES_NOT_BELONG_TO_YOU)
         if MONEY_FIELDS & values.keys() and not relation.may_change_money:
             raise ApiError(ErrorCode.E_INSUFFICIENT_ACCESS, "only your manager or an administrator can change this")
-        row = (await lock_accounts(conn, account_id))[account_id]
+        own = await account_of(conn, caller)
+        rows = await lock_accounts(conn, account_id, own)  # the grantor's row too: its cover
+        row = rows[account_id]
         new_balance = values.pop("balance", None)
         if values:
             await conn.execute(update(accounts).where(accounts.c.id == account_id).values(**values))
-        if new_balance is not None and new_balance != Decimal(row.balance):
-            delta = new_balance - Decimal(row.balance)
-            await post(conn, account_id, delta, kind="adjust", ref=f"updateAccount:{caller.username}", comment="")
-            log.info("money.adjusted", account=account_id, by=caller.username, delta_eur=str(delta))
+            rows = await lock_accounts(conn, account_id, own)
+        delta = ZERO if new_balance is None else new_balance - Decimal(row.balance)
+        if delta:
+            await _move_for_update(conn, caller, rows[own], rows[account_id], delta)
+        # only what adds to the grantor's exposure is checked: lowering it is always allowed
+        if delta > ZERO or Decimal(rows[account_id].overdraft) > Decimal(row.overdraft):
+            own_row = (await lock_accounts(conn, own))[own]
+            await check_cover(conn, caller, await available(conn, own_row), own)
+
+
+async def _move_for_update(conn: AsyncConnection, caller: UserRecord, own: Any, row: Any, delta: Decimal) -> None:
+    """updateAccount's balance from a reseller: `delta` (EUR) moves from its own account
+    `own` to the account `row` (or back when negative); each side must afford its leg."""
+    if any(r.refill_allowed == REFILL_FORBIDDEN for r in (own, row)):
+        raise ApiError(ErrorCode.E_TRANSACTIONS_LOCKED)
+    payer, payee = (own, row) if delta > ZERO else (row, own)
+    amount = abs(delta)
+    if amount > await available(conn, payer):
+        raise ApiError(ErrorCode.E_INSUFFICIENT_MONEY)
+    comment = f"updateAccount by {caller.username}"
+    await post(conn, payer.id, -amount, kind="transfer", ref=f"to:{payee.id}", comment=comment)
+    await post(conn, payee.id, amount, kind="transfer", ref=f"from:{payer.id}", comment=comment)
+    log.info("money.moved_by_update", source=payer.id, target=payee.id, by=caller.username, amount_eur=str(amount))
 
 
 async def account_info(

@@ -8,15 +8,15 @@ from __future__ import annotations
 from typing import Any
 
 from billing_core.api.methods.users import caller_of
-from billing_core.api.params import Int, Num, Params, Str
+from billing_core.api.params import Amount, Int, Params, Str
 from billing_core.api.registry import REGISTRY, CallContext
 from billing_core.services import transfers
 
 
 class UpdateAccountParams(Params):
     account: Int
-    balance: Num | None = None  # in the requesting user's currency
-    overdraft: Num | None = None  # in the requesting user's currency
+    balance: Amount | None = None  # in the requesting user's currency
+    overdraft: Amount | None = None  # in the requesting user's currency
     refill_allowed: Int | None = None
     billing_name: Str | None = None
     billing_address: Str | None = None
@@ -31,7 +31,7 @@ class GetAccountInfoParams(Params):
 
 class TransferMoneyParams(Params):
     destination: Str  # a user name or an account number
-    amount: Num  # in the sender's currency
+    amount: Amount  # in the sender's currency
     comment: Str
 
 

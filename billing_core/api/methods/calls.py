@@ -14,7 +14,7 @@ from pydantic import BeforeValidator, Field, StringConstraints
 
 from billing_core.api.params import Int, Num, Params, Str
 from billing_core.api.registry import REGISTRY, CallContext, TextAnswer
-from billing_core.services import calls
+from billing_core.services import calls, http_pairing
 from billing_core.services.calls import CallAnswer, Caller
 
 
@@ -53,6 +53,11 @@ class CallFinishParams(Params):
     call_id: CallId = None
 
 
+def _http_unidentified(ctx: CallContext, call_id: str | None) -> bool:
+    """An HTTP request that names no call (the spec's own examples): see http_pairing."""
+    return ctx.call_uid is None and not call_id
+
+
 def _text(answer: CallAnswer) -> TextAnswer:
     # Field by field: asdict deep-copies, and this runs on every call decision.
     return TextAnswer(answer.text, answer.result, answer.ok, answer.error, dict(answer.fields))
@@ -78,7 +83,11 @@ async def call_prepare(ctx: CallContext, p: CallPrepareParams) -> TextAnswer:
         caller,
         destination=p.destination,
         prior=p.prior,
-        call_uid=calls.call_uid_for(ctx.call_uid, p.call_id),
+        call_uid=(
+            http_pairing.new_http_call_uid()
+            if _http_unidentified(ctx, p.call_id)
+            else calls.call_uid_for(ctx.call_uid, p.call_id)
+        ),
     )
     return _text(answer)
 
@@ -86,10 +95,18 @@ async def call_prepare(ctx: CallContext, p: CallPrepareParams) -> TextAnswer:
 @REGISTRY.method("callFinish", level=50, params=CallFinishParams, returns="text")
 async def call_finish(ctx: CallContext, p: CallFinishParams) -> TextAnswer:
     caller = await _caller(ctx, p.callerid)
+    call_uid = None
+    if _http_unidentified(ctx, p.call_id):
+        call_uid = await http_pairing.take_oldest_hold(
+            ctx.services.db,
+            user_id=caller.user.id,
+            destination=calls.normalize_destination(p.destination),
+            prior=p.prior,
+        )
     report = calls.Finish(
         destination=p.destination,
         prior=p.prior,
-        call_uid=calls.call_uid_for(ctx.call_uid, p.call_id),
+        call_uid=call_uid or calls.call_uid_for(ctx.call_uid, p.call_id),
         length_s=Decimal(p.length),
         answered_ms=p.answered_ms,
         status=p.status,

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, StringConstraints
 
-from billing_core.api.params import Int, Num, Params, Str
+from billing_core.api.params import Amount, Int, Params, Str
 from billing_core.api.registry import REGISTRY, CallContext, TextAnswer
 from billing_core.cache.keys import NS_PROFILES
 from billing_core.services import did_rules, dids
@@ -56,7 +56,7 @@ class AddDIDParams(Params):
     did: Str
     owner: Str
     comment: Comment = ""
-    cost: Num = Decimal("0.00")
+    cost: Amount = Decimal("0.00")
     expiration: Str = ""
 
 

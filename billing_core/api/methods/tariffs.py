@@ -8,7 +8,7 @@ import re
 from decimal import Decimal
 from typing import Any, Literal
 
-from billing_core.api.params import Bool, Int, NoParams, Num, Params, Str
+from billing_core.api.params import Amount, Bool, Int, NoParams, Num, Params, Str
 from billing_core.api.registry import REGISTRY, CallContext, TextAnswer
 from billing_core.cache.keys import NS_RATING
 from billing_core.errors import ApiError, ErrorCode
@@ -71,7 +71,8 @@ class AddRatesParams(Params):
     bill_type: Str = "byminute"
     is_option: Bool = False
     is_public: Bool = False
-    switch_price: Num = Decimal("0.00")
+    switch_price: Amount = Decimal("0.00")  # charged once, when switchRates connects it
+    connect_fee: Amount = Decimal("0.00")  # callgate's own: EUR per billed call (docs/billing.md)
     multiplier: Num = Decimal("1.00")
     did_multiplier: Num = Decimal("1.00")
     description: Str = ""
@@ -86,6 +87,7 @@ async def add_rates(ctx: CallContext, p: AddRatesParams) -> bool:
         is_option=p.is_option,
         is_public=p.is_public,
         switch_price=p.switch_price,
+        connect_fee=p.connect_fee,
         multiplier=p.multiplier,
         did_multiplier=p.did_multiplier,
         description=p.description,
@@ -189,7 +191,7 @@ async def get_current_rates(ctx: CallContext, p: GetCurrentRatesParams) -> list[
 class AddDirectionParams(Params):
     rates: Int
     direction: Int
-    cost: Num
+    cost: Amount
     route: Int
     priority: Int = 1
 
@@ -212,7 +214,7 @@ class UpdateDirectionParams(Params):
     rates: Int
     direction: Int
     prior: Int = 1  # selects the entry
-    cost: Num | None = None
+    cost: Amount | None = None
     route: Int | None = None
     priority: Int | None = None  # moves the entry
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from billing_core.api.params import Bool, Int, NoParams, Num, Params, Str
+from billing_core.api.params import Amount, Bool, Int, NoParams, Num, Params, Str
 from billing_core.api.registry import REGISTRY, CallContext, TextAnswer
 from billing_core.cache.keys import NS_PROFILES
 from billing_core.errors import ApiError, ErrorCode
@@ -47,7 +47,7 @@ class UpdateUserParams(Params):
     notify_balance: Int | None = None
     notify_did: Int | None = None
     notify_ticket: Int | None = None
-    notify_balance_limit: Num | None = None
+    notify_balance_limit: Amount | None = None
     invites: Int | None = None
     comment: Str | None = None
 
@@ -59,7 +59,7 @@ class RegisterUserParams(Params):
     sip_server: Str
     sip_extension: Str
     sip_password: Str
-    balance: Num = Decimal("0.00")
+    balance: Amount = Decimal("0.00")
     language: Str = "en"  # the spec's config.defaultlanguage
     currency: Str = "EUR"
     sip_srtp: Bool = False

@@ -18,8 +18,8 @@ billing_core.db.pg_batch sends a `timeout` item again, alone (so it may wait all
 left), while its own decision has time left, else answers E_SQL_ERROR: what the database
 did.
 
-Revision ID: 0007
-Revises: 0006 (0006_cache_generations, on main; this was 0006 on its branch)
+Revision ID: 0008
+Revises: 0007 (0007_exact_sqlite_money, on main; this was 0006 on its branch)
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from pathlib import Path
 
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

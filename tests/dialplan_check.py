@@ -43,9 +43,6 @@ ANSWERED = "callgate-answered"
 
 # Globals the operator sets; they are not callgate's channel variables.
 OPERATOR_GLOBALS: frozenset[str] = frozenset({"CALLGATE_AGI", "CALLGATE_NODE", "CALLGATE_HOOKS"})
-# Agreed with the hold-lifetime work of issue 9: callPrepare sets CALLGATE_RINGTIME (Dial's ring
-# time-out, s). Until fastagi/contract.py has it, the check knows it from here.
-AGREED_VARIABLES: dict[str, tuple[str, ...]] = {contract.SCRIPT_CALL_PREPARE: ("CALLGATE_RINGTIME",)}
 
 REQUIRED_ARGS: dict[str, tuple[str, ...]] = {
     contract.SCRIPT_CALL_PREPARE: ("login", "destination", "prior"),
@@ -87,12 +84,11 @@ ALL_RULES: frozenset[str] = frozenset(
 
 
 def script_variables(script: str) -> tuple[str, ...]:
-    return contract.SCRIPT_VARIABLES.get(script, ()) + AGREED_VARIABLES.get(script, ())
+    return contract.SCRIPT_VARIABLES.get(script, ())
 
 
 def known_variables() -> frozenset[str]:
-    agreed = {name for names in AGREED_VARIABLES.values() for name in names}
-    return contract.all_variables() | agreed
+    return contract.all_variables()
 
 
 @dataclass(frozen=True, slots=True)

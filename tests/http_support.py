@@ -7,6 +7,7 @@ per access level the spec uses (0, 1, 22, 33, 50) plus a few answer kinds.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -175,12 +176,31 @@ class Api:
 
 
 @asynccontextmanager
-async def serve(services: Services) -> AsyncIterator[Api]:
-    registry, calls = make_test_registry()
-    runner = await start_http(Dispatcher(services, registry=registry), HOST, 0)
+async def serve(services: Services, *, test_methods: bool = True) -> AsyncIterator[Api]:
+    """The HTTP shim on a free port: over the test registry (methods that record their
+    calls), or over the real one (every spec method) with test_methods=False."""
+    if test_methods:
+        registry, calls = make_test_registry()
+        dispatcher = Dispatcher(services, registry=registry)
+    else:
+        import billing_core.api.methods  # noqa: F401 - registers every method
+
+        dispatcher, calls = Dispatcher(services), []
+    runner = await start_http(dispatcher, HOST, 0)
     api = Api(bound_port(runner), services, calls)
     try:
         yield api
     finally:
         await api.close()
         await runner.cleanup()
+
+
+async def raw_http(port: int, data: bytes) -> bytes:
+    """Send raw bytes to the HTTP port and read until the server closes."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()

@@ -10,7 +10,6 @@ E_DOES_NOT_BELONG_TO_YOU).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -27,7 +26,7 @@ from billing_core.cache.keys import NS_BANS, NS_PROFILES
 from billing_core.db.tables import api_keys, bans
 from billing_core.services.container import Services
 from tests.factories import make_key, make_user
-from tests.http_support import HOST, Api, Reply, serve, with_settings
+from tests.http_support import HOST, Api, Reply, raw_http, serve, with_settings
 
 OTHER = "127.0.0.2"  # a second loopback source address
 THIRD = "127.0.0.3"
@@ -56,16 +55,6 @@ def assert_refused(reply: Reply, code: str, status: int = 200) -> None:
     assert body["result"] is False
     assert body["response"] == code
     assert body["description"]
-
-
-async def raw_http(port: int, data: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection(HOST, port)
-    try:
-        writer.write(data)
-        await writer.drain()
-        return await asyncio.wait_for(reader.read(), timeout=10)
-    finally:
-        writer.close()
 
 
 async def resellers(services: Services) -> None:

@@ -14,10 +14,9 @@ import pytest
 
 import billing_core.api.methods  # noqa: F401 - registers every method
 from billing_core.api.dispatch import Dispatcher
-from billing_core.http import bound_port, start_http
 from billing_core.services.container import Services
 from tests.factories import MadeUser, balance_of, make_user
-from tests.http_support import HOST, Api
+from tests.http_support import Api, serve
 from tests.rating_world import ledger_of, server_key, standard_world
 
 RUSSIA = "74951234567"  # base tariff: 0.10 EUR/min, byminute
@@ -26,13 +25,8 @@ MOBILE = "79161234567"  # priorities 1 (0.10 EUR/min) and 2 (0.15 EUR/min, route
 
 @pytest.fixture
 async def api(services: Services) -> AsyncIterator[Api]:
-    runner = await start_http(Dispatcher(services), HOST, 0)
-    client = Api(bound_port(runner), services, [])
-    try:
-        yield client
-    finally:
-        await client.close()
-        await runner.cleanup()
+    async with serve(services, test_methods=False) as running:
+        yield running
 
 
 async def answer(api: Api, key: str, method: str, **args: str) -> str:

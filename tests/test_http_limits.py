@@ -26,7 +26,7 @@ from fastagi.bridge import AGIBridge
 from fastagi.server import FastAGIServer
 from tests.asterisk_sim import run_agi_session
 from tests.factories import make_key
-from tests.http_support import HOST, Api, serve
+from tests.http_support import HOST, Api, raw_http, serve
 from tests.test_agi_end_to_end import build_world
 
 CAP = 40
@@ -39,16 +39,6 @@ PASSWORD = md5_hex("hunter2-secret")
 async def api(services: Services) -> AsyncIterator[Api]:
     async with serve(services) as running:
         yield running
-
-
-async def exchange(port: int, data: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection(HOST, port)
-    try:
-        writer.write(data)
-        await writer.drain()
-        return await asyncio.wait_for(reader.read(), timeout=10)
-    finally:
-        writer.close()
 
 
 def envelope(raw: bytes) -> tuple[int, str]:
@@ -75,7 +65,7 @@ async def test_over_long_request_lines_and_headers_are_not_echoed(api: Api, serv
     ]
     with capture_logs() as logs:
         for request in cases:
-            raw = await exchange(api.port, request)
+            raw = await raw_http(api.port, request)
             assert envelope(raw) == (400, "E_INVALID_ARGUMENT"), raw[:300]
             for secret in (key, PASSWORD, "xxxxxxxx", "yyyyyyyy"):
                 assert secret.encode() not in raw
@@ -99,7 +89,7 @@ async def test_broken_multipart_bodies_are_400(api: Api, services: Services, bod
         f"POST /billing/api/2.2/{key}/userEcho HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
         f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {len(body)}\r\n\r\n"
     )
-    raw = await exchange(api.port, head.encode() + body)
+    raw = await raw_http(api.port, head.encode() + body)
     assert envelope(raw) == (400, "E_INVALID_ARGUMENT"), raw[:300]
     assert api.calls == []
 
@@ -171,7 +161,7 @@ async def test_fastagi_answers_while_http_connections_are_held(world: dict[str, 
     assert prepared.variables["CALLGATE_MAXTIME"] == "90"
     await asyncio.gather(*(read_until_closed(reader) for reader, _ in held))
     # all closed: the cap is free again and the API answers
-    reply = await exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    reply = await raw_http(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 200 ")
     for _, writer in held:
         writer.close()

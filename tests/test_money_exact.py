@@ -19,23 +19,17 @@ from sqlalchemy.ext.asyncio import create_async_engine
 import billing_core.api.methods  # noqa: F401 - registers every method
 from billing_core.api.dispatch import Dispatcher
 from billing_core.db.tables import accounts, transactions
-from billing_core.http import bound_port, start_http
 from billing_core.services.container import Services
 from tests.factories import balance_of, make_key, make_user
-from tests.http_support import HOST, Api
+from tests.http_support import Api, serve
 from tests.test_api_users import call, code, login, make_keys
 from tests.test_migrations import _alembic
 
 
 @pytest.fixture
 async def api(services: Services) -> AsyncIterator[Api]:
-    runner = await start_http(Dispatcher(services), HOST, 0)
-    client = Api(bound_port(runner), services, [])
-    try:
-        yield client
-    finally:
-        await client.close()
-        await runner.cleanup()
+    async with serve(services, test_methods=False) as running:
+        yield running
 
 
 async def ledger_sum(services: Services, account_id: int) -> Decimal:

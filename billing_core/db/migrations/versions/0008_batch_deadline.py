@@ -19,7 +19,7 @@ left), while its own decision has time left, else answers E_SQL_ERROR: what the 
 did.
 
 Revision ID: 0008
-Revises: 0007 (0007_exact_sqlite_money, on main; this was 0006 on its branch)
+Revises: 0007
 """
 
 from __future__ import annotations

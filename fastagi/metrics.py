@@ -21,7 +21,7 @@ _RESULTS: Final = frozenset({
     contract.RESULT_FIN, contract.RESULT_SPOOLED, contract.RESULT_FAILED,
 })  # fmt: skip
 _ERRORS: Final = frozenset(code.value for code in ErrorCode)
-# How a session ends (fastagi.server's outcomes): answered, refused (Asterisk rejected a
+# How a session ends (fastagi.session's outcomes): answered, refused (Asterisk rejected a
 # command), peer_gone, env_timeout, reply_timeout, protocol_error, error, cancelled.
 
 SESSIONS = Counter(

@@ -1,4 +1,4 @@
-"""Helpers of the FastAGI server (fastagi.server), kept apart so the session stays readable."""
+"""Stateless helpers of the FastAGI session (fastagi.session), kept apart so the session stays readable."""
 
 from __future__ import annotations
 

@@ -727,7 +727,9 @@ async def test_debug_arguments_are_not_computed_without_debug(make_server: Serve
     def boom(values: Any) -> dict[str, str]:
         raise AssertionError("redacted() called with debug logging off")
 
-    monkeypatch.setattr("fastagi.server.redacted", boom)
+    # The session logs the request and its base class the answer (fastagi.session_dispatch)
+    monkeypatch.setattr("fastagi.session.redacted", boom)
+    monkeypatch.setattr("fastagi.session_dispatch.redacted", boom)
     server = await make_server(Echo())
     result = await run_agi_session(HOST, server.port, "callPrepare", query="destination=9")
     assert result.variables["ECHO_DESTINATION"] == "9"

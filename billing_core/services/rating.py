@@ -10,6 +10,7 @@ The rules are written out in docs/billing.md.
 
 Public API (other modules use only this):
 - pure arithmetic: `billed_seconds`, `call_cost`, `reserve_amount`, `max_call_time`
+  (billing_core.services.rating_math's, re-exported)
 - `Rating` (what a call is charged at; JSON round-trip, stored on the reservation)
 - `RatingEngine(db, cache)`: `resolve_direction`, `route_candidates`, `tariff`,
   `bill_type`, `eur_course`, `rate`
@@ -32,82 +33,19 @@ from billing_core.cache.readthrough import ReadThroughCache
 from billing_core.db.engine import Database
 from billing_core.db.tables import bill_types, currencies, routes, tariff_entries, tariffs
 from billing_core.errors import ApiError, ErrorCode
-from billing_core.money import ZERO, quantize_money, quantize_money_up
+from billing_core.money import ZERO
 from billing_core.services.directions import DIRECTIONS_KEY, Direction, DirectionIndex, direction_index, load_directions
+from billing_core.services.rating_math import billed_seconds, call_cost, max_call_time, reserve_amount
 
 log = structlog.get_logger(__name__)
+
+# The public API of the docstring; the arithmetic is rating_math's, re-exported (callers import it from here).
+__all__ = ["Rating", "RatingEngine", "billed_seconds", "call_cost", "max_call_time", "reserve_amount"]
 
 Generations = dict[str, int] | None
 T = TypeVar("T")
 
-SECONDS_PER_MINUTE = 60
 INTERNAL = "internal"  # direction and route name of a call to a local SIP extension
-
-
-# ---------------------------------------------------------------------------
-# Pure arithmetic (no I/O; property-tested in tests/test_rating_properties.py)
-# ---------------------------------------------------------------------------
-
-
-def billed_seconds(length_s: int, *, step: int, free_threshold: int) -> int:
-    """Seconds charged for a call of `length_s`: 0 up to the free threshold, else whole steps."""
-    if length_s <= 0 or length_s <= free_threshold:
-        return 0
-    return -(-length_s // step) * step
-
-
-def _exact_cost(billed_s: int, price_per_minute: Decimal, connect_fee: Decimal) -> Decimal:
-    if billed_s <= 0:
-        return ZERO
-    return price_per_minute * billed_s / SECONDS_PER_MINUTE + connect_fee
-
-
-def call_cost(billed_s: int, *, price_per_minute: Decimal, connect_fee: Decimal) -> Decimal:
-    """The charge for `billed_s` seconds (the tariff's connect_fee included), rounded once, half up."""
-    return quantize_money(_exact_cost(billed_s, price_per_minute, connect_fee))
-
-
-def reserve_amount(billed_s: int, *, price_per_minute: Decimal, connect_fee: Decimal) -> Decimal:
-    """The hold for `billed_s` seconds: the same cost rounded up, so it covers the charge."""
-    return quantize_money_up(_exact_cost(billed_s, price_per_minute, connect_fee))
-
-
-def max_call_time(
-    *,
-    price_per_minute: Decimal,
-    connect_fee: Decimal,
-    step: int,
-    free_threshold: int,
-    available: Decimal,
-    cap_s: int,
-) -> int | None:
-    """The longest call (seconds) whose reserved cost fits in `available`, or None.
-
-    Candidates are multiples of `step` up to `cap_s` rounded down to a step; a cap
-    shorter than one step is used as it is (it bills one step). A cost of zero always
-    fits. Cost grows with length, so a binary search over the step count is exact.
-    """
-    if step <= 0 or cap_s <= 0:
-        return None
-
-    def fits(length_s: int) -> bool:
-        billed = billed_seconds(length_s, step=step, free_threshold=free_threshold)
-        amount = reserve_amount(billed, price_per_minute=price_per_minute, connect_fee=connect_fee)
-        return amount == ZERO or amount <= available
-
-    if cap_s < step:
-        return cap_s if fits(cap_s) else None
-    high = cap_s // step
-    if fits(high * step):
-        return high * step
-    low = 0  # invariant: low == 0 or fits(low·step); not fits(high·step)
-    while high - low > 1:
-        middle = (low + high) // 2
-        if fits(middle * step):
-            low = middle
-        else:
-            high = middle
-    return low * step if low > 0 else None
 
 
 # ---------------------------------------------------------------------------

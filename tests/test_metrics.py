@@ -9,7 +9,6 @@ the sessions of both workers.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from fastagi.messages import AGIAnswer, AGIRequest
 from fastagi.server import FastAGIServer, ServerConfig
 from tests.asterisk_sim import run_agi_session
 from tests.conftest import BACKENDS
-from tests.ports import HOST, free_port
+from tests.ports import HOST, free_port, two_workers_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,17 +117,7 @@ async def test_every_scrape_counts_the_sessions_of_every_worker(settings: Settin
     metrics_dir.mkdir()
     (metrics_dir / "counter_1.db").write_bytes(b"left by a run before: unreadable")  # must be removed
     assert settings.redis_url is not None
-    env = os.environ | {
-        "CALLGATE_DATABASE_URL": settings.database_url,
-        "CALLGATE_REDIS_URL": settings.redis_url,
-        "CALLGATE_WORKERS": "2",
-        "CALLGATE_AGI_LISTEN": f"{HOST}:{agi_port}",
-        "CALLGATE_HTTP_LISTEN": f"{HOST}:{http_port}",
-        "CALLGATE_LOG_LEVEL": "warning",
-        "CALLGATE_SECRET_FILE": str(tmp_path / "secret"),
-        "CALLGATE_SPOOL_DIR": str(tmp_path / "spool"),
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-    }
+    env = two_workers_env(settings.database_url, settings.redis_url, tmp_path, agi_port, http_port, log_level="warning")
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "callgate.cli", "serve", env=env, cwd=REPO,
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -18,7 +18,7 @@ from billing_core.config import Settings
 from billing_core.services.container import Services
 from tests.asterisk_sim import run_agi_session
 from tests.conftest import BACKENDS
-from tests.ports import HOST, free_port
+from tests.ports import HOST, free_port, two_workers_env
 from tests.test_agi_end_to_end import build_world
 from tests.test_metrics import REPO, _wait_healthy
 
@@ -82,17 +82,7 @@ async def test_killed_workers_are_replaced_and_die_with_the_supervisor(
     await build_world(services, balance="100000.00")
     agi_port, http_port = free_port(), free_port()
     assert settings.redis_url is not None
-    env = os.environ | {
-        "CALLGATE_DATABASE_URL": settings.database_url,
-        "CALLGATE_REDIS_URL": settings.redis_url,
-        "CALLGATE_WORKERS": "2",
-        "CALLGATE_AGI_LISTEN": f"{HOST}:{agi_port}",
-        "CALLGATE_HTTP_LISTEN": f"{HOST}:{http_port}",
-        "CALLGATE_LOG_LEVEL": "info",
-        "CALLGATE_SECRET_FILE": str(tmp_path / "secret"),
-        "CALLGATE_SPOOL_DIR": str(tmp_path / "spool"),
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
-    }
+    env = two_workers_env(settings.database_url, settings.redis_url, tmp_path, agi_port, http_port, log_level="info")
     (tmp_path / "metrics").mkdir()
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log_file:

@@ -81,9 +81,9 @@ from urllib.parse import quote, urlencode
 import aiohttp
 
 from bench.world import BenchWorld, Direction, pg_names, provision
-from billing_core.api.registry import TextAnswer
+from billing_core.catalog.registry import TextAnswer
 from billing_core.config import Settings
-from billing_core.db.pg_call_ledger import asyncpg_dsn
+from billing_core.ledger.pg_call_ledger import asyncpg_dsn
 from fastagi.asterisk_parse import agi_shell_split, mset_decode
 
 PROJECT_ROOT: Final = Path(__file__).resolve().parent.parent
@@ -1013,7 +1013,7 @@ async def driver_overhead(database_url: str, transactions: int) -> list[dict[str
     from sqlalchemy import select, update
 
     from billing_core.db.engine import create_engine
-    from billing_core.db.tables import accounts
+    from billing_core.ledger.tables import accounts
 
     async def measure(name: str, one: Callable[[int], Awaitable[None]]) -> dict[str, Any]:
         for i in range(200):  # warm: pool, statement caches
@@ -1090,7 +1090,7 @@ def apply_experiments(names: Sequence[str]) -> None:
     a part of callgate out to see what the rest costs; they are never part of callgate."""
     if "constant" in names:
         from billing_core.api.dispatch import Dispatcher, Outcome
-        from billing_core.api.registry import REGISTRY
+        from billing_core.catalog.registry import REGISTRY
 
         real_call = Dispatcher.call
         keys: dict[str | None, Any] = {}  # the HTTP key, looked up once: its answer form is plain text

@@ -25,12 +25,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing_core.bootstrap import ADMIN_USERNAME, bootstrap
 from billing_core.cache.keys import NAMESPACES
+from billing_core.clock import utcnow
 from billing_core.config import Settings
-from billing_core.db.tables import directions, routes, sip_extensions, tariff_entries, tariffs, users
-from billing_core.services.accounts import create_account, create_user
-from billing_core.services.clock import utcnow
-from billing_core.services.container import Services
-from billing_core.services.keys import add_key
+from billing_core.container import Services
+from billing_core.directory.keys import add_key
+from billing_core.directory.tables import sip_extensions, users
+from billing_core.ledger.accounts import create_account, create_user
+from billing_core.rating.tables import directions, routes, tariff_entries, tariffs
 
 # A generous balance: each callPrepare holds up to CALLGATE_MAX_CALL_S (4 h) at the dearest
 # price (0.25 EUR/min = 60 EUR); a channel holds at most one reservation at a time.

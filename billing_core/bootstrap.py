@@ -9,8 +9,9 @@ from sqlalchemy import select, text
 
 from billing_core.db.engine import Database
 from billing_core.db.migrate import upgrade_to_head
-from billing_core.db.tables import bill_types, currencies, users
-from billing_core.services.accounts import create_account, create_user
+from billing_core.directory.tables import users
+from billing_core.ledger.accounts import create_account, create_user
+from billing_core.rating.tables import bill_types, currencies
 
 log = structlog.get_logger(__name__)
 

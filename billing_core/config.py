@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from billing_core.services.billsec import DEFAULT_ROUNDING, BillsecRounding, parse_rounding
+from billing_core.billsec import DEFAULT_ROUNDING, BillsecRounding, parse_rounding
 
 
 def _host_port(value: str) -> tuple[str, int]:

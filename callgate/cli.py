@@ -25,12 +25,12 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from billing_core.bootstrap import bootstrap
 from billing_core.cache.keys import NAMESPACES, NS_RATING
+from billing_core.calls.asterisk_cdr import AsteriskCdr
 from billing_core.config import Settings
+from billing_core.container import Services
+from billing_core.directory.keys import AUTH_METHODS, add_key, list_keys
 from billing_core.errors import ApiError
-from billing_core.services.asterisk_cdr import AsteriskCdr
-from billing_core.services.container import Services
-from billing_core.services.directions import DirectionsFileError, import_directions, read_directions_csv
-from billing_core.services.keys import AUTH_METHODS, add_key, list_keys
+from billing_core.rating.directions import DirectionsFileError, import_directions, read_directions_csv
 from callgate.logging_setup import configure_logging
 
 
@@ -84,8 +84,8 @@ async def _bans(services: Services, args: argparse.Namespace) -> int:
 
 
 async def _reconcile(services: Services, args: argparse.Namespace) -> int:
-    from billing_core.services.asterisk_cdr import read_cdr_table, read_master_csv
-    from billing_core.services.reconcile import reconcile
+    from billing_core.calls.asterisk_cdr import read_cdr_table, read_master_csv
+    from billing_core.calls.reconcile import reconcile
 
     async def rows(column: str, values: Sequence[str]) -> list[AsteriskCdr]:
         if args.csv:

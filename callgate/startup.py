@@ -9,7 +9,7 @@ Order (issue 9, items 5 and 10):
    finds connections open and caches warm (it used to pay for both, up to 1.05 s).
 
 When step 1 or 2 fails because the database is down, the worker listens anyway, in the
-degraded state (billing_core.services.readiness): decisions are declined E_SQL_ERROR,
+degraded state (billing_core.readiness): decisions are declined E_SQL_ERROR,
 callFinish is spooled, HTTP answers 503 E_SQL_ERROR, /healthz says "degraded". A
 background task retries steps 1-2 with exponential back-off (CALLGATE_STARTUP_RETRY_MAX_S
 caps the delay) and, once they succeed, marks the store ready, starts the reservation
@@ -28,13 +28,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing_core.api.dispatch import Dispatcher
 from billing_core.bootstrap import bootstrap
+from billing_core.calls.control import run_expiry_loop
 from billing_core.config import Settings
-from billing_core.db.tables import sip_extensions, tariffs
+from billing_core.container import Services
+from billing_core.directory.tables import sip_extensions
 from billing_core.http.app import start_http
-from billing_core.services.calls import run_expiry_loop
-from billing_core.services.container import Services
-from billing_core.services.directions import direction_index
-from billing_core.services.spool import Spool
+from billing_core.rating.directions import direction_index
+from billing_core.rating.tables import tariffs
+from billing_core.spool import Spool
 from fastagi.bridge import AGIBridge
 from fastagi.server import FastAGIServer, ServerConfig
 

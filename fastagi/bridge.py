@@ -25,15 +25,15 @@ import structlog
 
 from billing_core import deadline
 from billing_core.api.dispatch import Credentials, Dispatcher, Outcome
-from billing_core.api.registry import TextAnswer
+from billing_core.catalog.registry import TextAnswer
 from billing_core.errors import ApiError, ErrorCode, UnexpectedFailure
-from billing_core.services.spool import ReplayReport, ReplayVerdict, Spool
+from billing_core.spool import ReplayReport, ReplayVerdict, Spool
 from fastagi import contract
 from fastagi.messages import AGIAnswer, AGIRequest
 
 log = structlog.get_logger(__name__)
 
-REPLY_MARGIN_S = 0.5  # see billing_core.db.pg_call_ledger.REPLY_MARGIN_S
+REPLY_MARGIN_S = 0.5  # see billing_core.ledger.pg_call_ledger.REPLY_MARGIN_S
 # How an attempt whose Allowed never reached a live channel is closed: as the dialplan's
 # hangup handler closes a prior that never reached Dial (empty DIALSTATUS, answered_ms=0),
 # so the CDR is the same whichever of the two comes first.

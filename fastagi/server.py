@@ -15,7 +15,6 @@ The server routes nothing and checks no permissions: the dispatcher gets the pee
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
 from typing import Final
@@ -23,6 +22,7 @@ from typing import Final
 import structlog
 
 from fastagi import wire
+from fastagi.config import ServerConfig as ServerConfig  # re-exported: callers build it from here
 from fastagi.messages import AGIDispatcher, AGIRequest
 from fastagi.session import _Session as _Session  # re-exported: tests drive a session by hand
 from fastagi.session_util import declined, peer_ip_of, redacted
@@ -30,15 +30,6 @@ from fastagi.session_util import declined, peer_ip_of, redacted
 log = structlog.get_logger(__name__)
 
 _BACKLOG: Final = 1024  # Asterisk opens one connection per AGI() call; bursts are normal
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    env_timeout_s: float = 5.0
-    reply_timeout_s: float = 5.0
-    dispatch_timeout_s: float = 3.0
-    max_env_bytes: int = 65536
-    max_line_bytes: int = wire.MAX_LINE_BYTES
 
 
 class FastAGIServer:

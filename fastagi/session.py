@@ -13,18 +13,31 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import Any, Final, Protocol, cast
 
 import structlog
 
 from billing_core.errors import ErrorCode
 from fastagi import metrics, wire
-from fastagi.messages import AGIRequest
+from fastagi.config import ServerConfig
+from fastagi.messages import AGIDispatcher, AGIRequest
 from fastagi.session_dispatch import _Dispatching
 from fastagi.session_util import declined, enabled, env_end, has_hangup_line, peer_ip_of, redacted
 
-if TYPE_CHECKING:  # fastagi.server imports this module
-    from fastagi.server import FastAGIServer
+
+class SessionHost(Protocol):
+    """What a session needs of the server that accepted it (fastagi.server.FastAGIServer):
+    its limits and dispatcher, whether it is closing, its set of live sessions, and where
+    to report the session's end and an answer that never reached its channel."""
+
+    _config: ServerConfig
+    _dispatch: AGIDispatcher
+    _closing: bool
+    _sessions: set[_Session]
+
+    def _session_over(self, session: _Session) -> None: ...
+
+    def _undelivered(self, request: AGIRequest, variables: dict[str, str], context: dict[str, object]) -> None: ...
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +71,7 @@ class _Session(_Dispatching, asyncio.Protocol):
     _transport: asyncio.Transport
     _log: Any
 
-    def __init__(self, server: FastAGIServer, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, server: SessionHost, loop: asyncio.AbstractEventLoop) -> None:
         self._server = server
         self._loop = loop
         self._config = server._config

@@ -14,12 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from billing_core.errors import ErrorCode
 from fastagi import wire
+from fastagi.config import ServerConfig
 from fastagi.contract import VAR_ERROR, VAR_RESULT
 from fastagi.messages import AGIDispatcher, AGIRequest
 from fastagi.session_util import declined, redacted, well_formed
-
-if TYPE_CHECKING:  # fastagi.server imports fastagi.session, which imports this module
-    from fastagi.server import ServerConfig
 
 
 class _Dispatching:

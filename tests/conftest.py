@@ -36,8 +36,8 @@ from sqlalchemy import text
 from billing_core.api.dispatch import Dispatcher
 from billing_core.bootstrap import bootstrap, seed_base_data
 from billing_core.config import Settings
-from billing_core.db.tables import metadata
-from billing_core.services.container import Services
+from billing_core.container import Services
+from billing_core.db.schema import metadata
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
 

@@ -10,11 +10,12 @@ from sqlalchemy import select, update
 
 from billing_core.auth.secrets_store import hash_password, md5_hex
 from billing_core.cache.keys import NAMESPACES
-from billing_core.db.tables import accounts, sip_extensions, users
-from billing_core.services.accounts import create_account, create_user
-from billing_core.services.clock import utcnow
-from billing_core.services.container import Services
-from billing_core.services.keys import add_key
+from billing_core.clock import utcnow
+from billing_core.container import Services
+from billing_core.directory.keys import add_key
+from billing_core.directory.tables import sip_extensions, users
+from billing_core.ledger.accounts import create_account, create_user
+from billing_core.ledger.tables import accounts
 
 
 async def make_key(

@@ -20,11 +20,11 @@ import aiohttp
 from yarl import URL
 
 from billing_core.api.dispatch import Dispatcher
-from billing_core.api.params import Int, NoParams, Num, Params, Str
-from billing_core.api.registry import CallContext, Registry, TextAnswer
+from billing_core.catalog.params import Int, NoParams, Num, Params, Str
+from billing_core.catalog.registry import CallContext, Registry, TextAnswer
+from billing_core.container import Services
+from billing_core.directory.bans import Bans
 from billing_core.http import bound_port, start_http
-from billing_core.services.bans import Bans
-from billing_core.services.container import Services
 
 HOST = "127.0.0.1"
 
@@ -46,7 +46,7 @@ class CallParams(Params):
     n: Int
 
 
-def _who(ctx: CallContext) -> dict[str, Any]:
+def _who(ctx: CallContext[Services]) -> dict[str, Any]:
     return {
         "user": ctx.user.username if ctx.user else None,
         "actor": ctx.actor.username if ctx.actor else None,
@@ -61,44 +61,44 @@ def make_test_registry() -> tuple[Registry, list[str]]:
     calls: list[str] = []
 
     @registry.method("anonEcho", level=0, params=NoParams, returns="json")
-    async def anon_echo(ctx: CallContext, p: NoParams) -> dict[str, Any]:
+    async def anon_echo(ctx: CallContext[Services], p: NoParams) -> dict[str, Any]:
         calls.append("anonEcho")
         return _who(ctx)
 
     @registry.method("userEcho", level=1, params=EchoParams, returns="json")
-    async def user_echo(ctx: CallContext, p: EchoParams) -> dict[str, Any]:
+    async def user_echo(ctx: CallContext[Services], p: EchoParams) -> dict[str, Any]:
         calls.append("userEcho")
         return {**_who(ctx), "n": p.n, "k": p.k, "mode": p.mode, "amount": p.amount, "note": p.note}
 
     @registry.method("moneySum", level=1, params=SumParams, returns="json")
-    async def money_sum(ctx: CallContext, p: SumParams) -> Decimal:
+    async def money_sum(ctx: CallContext[Services], p: SumParams) -> Decimal:
         calls.append("moneySum")
         return p.a + p.b
 
     @registry.method("resellerOp", level=22, params=NoParams, returns="bool")
-    async def reseller_op(ctx: CallContext, p: NoParams) -> bool:
+    async def reseller_op(ctx: CallContext[Services], p: NoParams) -> bool:
         calls.append("resellerOp")
         return True
 
     @registry.method("adminOp", level=33, params=NoParams, returns="bool")
-    async def admin_op(ctx: CallContext, p: NoParams) -> bool:
+    async def admin_op(ctx: CallContext[Services], p: NoParams) -> bool:
         calls.append("adminOp")
         return True
 
     @registry.method("callOp", level=50, params=CallParams, returns="text")
-    async def call_op(ctx: CallContext, p: CallParams) -> TextAnswer:
+    async def call_op(ctx: CallContext[Services], p: CallParams) -> TextAnswer:
         calls.append("callOp")
         if p.n > 0:
             return TextAnswer(f"Allowed {p.n}", result="Allowed")
         return TextAnswer("Declined E_INSUFFICIENT_MONEY", result="Declined", ok=False, error="E_INSUFFICIENT_MONEY")
 
     @registry.method("pdfOp", level=1, params=NoParams, returns="binary")
-    async def pdf_op(ctx: CallContext, p: NoParams) -> bytes:
+    async def pdf_op(ctx: CallContext[Services], p: NoParams) -> bytes:
         calls.append("pdfOp")
         return b"%PDF-1.4\n\x00\xff binary"
 
     @registry.method("boomOp", level=1, params=EchoParams, returns="json")
-    async def boom_op(ctx: CallContext, p: EchoParams) -> None:
+    async def boom_op(ctx: CallContext[Services], p: EchoParams) -> None:
         calls.append("boomOp")
         raise RuntimeError(f"a bug that quotes its input: {p.note}")
 

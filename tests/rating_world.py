@@ -14,22 +14,12 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from billing_core.api.dispatch import Credentials, Dispatcher, Outcome
-from billing_core.api.registry import TextAnswer
 from billing_core.cache.keys import NAMESPACES
-from billing_core.db.tables import (
-    bill_types,
-    cdrs,
-    currencies,
-    directions,
-    extension_options,
-    reservations,
-    routes,
-    sip_extensions,
-    tariff_entries,
-    tariffs,
-    transactions,
-)
-from billing_core.services.container import Services
+from billing_core.catalog.registry import TextAnswer
+from billing_core.container import Services
+from billing_core.directory.tables import extension_options, sip_extensions
+from billing_core.ledger.tables import cdrs, reservations, transactions
+from billing_core.rating.tables import bill_types, currencies, directions, routes, tariff_entries, tariffs
 from tests.factories import make_key
 
 

@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import select
 
 from billing_core.api.dispatch import Dispatcher
-from billing_core.db.tables import cdrs, reservations
-from billing_core.services.container import Services
-from billing_core.services.spool import Spool
+from billing_core.container import Services
+from billing_core.ledger.tables import cdrs, reservations
+from billing_core.spool import Spool
 from fastagi.bridge import AGIBridge
 from fastagi.server import FastAGIServer, ServerConfig
 from tests.asterisk_sim import (

@@ -13,9 +13,10 @@ from sqlalchemy import func, select, update
 
 from billing_core.api.dispatch import Dispatcher, Outcome
 from billing_core.cache.keys import NAMESPACES
-from billing_core.db.tables import accounts, currencies, reservations, transactions
-from billing_core.services.clock import utcnow
-from billing_core.services.container import Services
+from billing_core.clock import utcnow
+from billing_core.container import Services
+from billing_core.ledger.tables import accounts, reservations, transactions
+from billing_core.rating.tables import currencies
 from tests.factories import MadeUser, balance_of, make_user
 from tests.test_api_users import Keys, call, code, login, make_keys
 

@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from billing_core.api.dispatch import Credentials, Dispatcher, Outcome
 from billing_core.auth.secrets_store import md5_hex
-from billing_core.db.tables import did_rules, dids
-from billing_core.services.container import Services
+from billing_core.container import Services
+from billing_core.numbers.tables import did_rules, dids
 from tests.factories import make_key, make_user
 
 DID = "78005555550"

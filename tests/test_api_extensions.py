@@ -9,10 +9,12 @@ import pytest
 from sqlalchemy import select
 
 from billing_core.api.dispatch import Dispatcher, Outcome
-from billing_core.api.registry import TextAnswer
 from billing_core.cache.keys import NAMESPACES
-from billing_core.db.tables import extension_options, sip_extensions, tariffs, transactions
-from billing_core.services.container import Services
+from billing_core.catalog.registry import TextAnswer
+from billing_core.container import Services
+from billing_core.directory.tables import extension_options, sip_extensions
+from billing_core.ledger.tables import transactions
+from billing_core.rating.tables import tariffs
 from tests.factories import MadeUser, balance_of, make_user
 from tests.test_api_users import Keys, call, code, login, make_keys
 

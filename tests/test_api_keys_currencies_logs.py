@@ -12,8 +12,10 @@ from sqlalchemy import select, update
 from billing_core.api.dispatch import Credentials, Dispatcher
 from billing_core.auth.secrets_store import api_key_hash
 from billing_core.cache.keys import NAMESPACES
-from billing_core.db.tables import api_keys, cdrs, currencies, users
-from billing_core.services.container import Services
+from billing_core.container import Services
+from billing_core.directory.tables import api_keys, users
+from billing_core.ledger.tables import cdrs
+from billing_core.rating.tables import currencies
 from tests.factories import MadeUser, make_key, make_user
 from tests.test_api_users import Keys, call, code, login, make_keys
 

@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import select
 
 from billing_core.api.dispatch import Credentials, Dispatcher, Outcome
-from billing_core.db.tables import routes
+from billing_core.container import Services
 from billing_core.errors import ErrorCode
-from billing_core.services.container import Services
+from billing_core.rating.tables import routes
 from tests.factories import make_key, make_user
 
 SPEC_ROUTE_FIELDS = {

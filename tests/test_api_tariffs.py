@@ -12,10 +12,10 @@ from sqlalchemy import select, update
 from billing_core.api.dispatch import Credentials, Outcome
 from billing_core.auth.secrets_store import md5_hex
 from billing_core.cache.keys import NAMESPACES, NS_RATING
-from billing_core.db.tables import bill_types, currencies, directions, routes, tariff_entries, tariffs
+from billing_core.container import Services
 from billing_core.errors import ErrorCode
-from billing_core.services.container import Services
-from billing_core.services.directions import import_directions
+from billing_core.rating.directions import import_directions
+from billing_core.rating.tables import bill_types, currencies, directions, routes, tariff_entries, tariffs
 from tests.factories import make_key, make_user
 from tests.test_api_routes import World, add_route, build_world
 
@@ -270,7 +270,7 @@ async def test_update_direction(world: World, priced: dict[str, int]) -> None:
     await world.fails(ErrorCode.E_NOT_EXIST, "updateDirection", "corp1", rates=t, direction=tele2, route=999999)
     await world.fails(ErrorCode.E_MISSING_ARGUMENT, "updateDirection", "corp1", rates=t, direction=tele2)
     await world.fails(ErrorCode.E_INVALID_ARGUMENT, "updateDirection", "corp1", rates=t, direction=tele2, cost="-1")
-    # an empty value is an absent one (billing_core.api.params): still nothing to change
+    # an empty value is an absent one (billing_core.catalog.params): still nothing to change
     await world.fails(ErrorCode.E_MISSING_ARGUMENT, "updateDirection", "corp1", rates=t, direction=tele2, cost="")
     await world.fails(ErrorCode.E_DOES_NOT_BELONG_TO_YOU, "updateDirection", "corp2", rates=t, direction=tele2,
                       cost="0.01")  # fmt: skip

@@ -13,8 +13,11 @@ from sqlalchemy import func, select
 from billing_core.api.dispatch import Credentials, Dispatcher, Outcome
 from billing_core.auth.secrets_store import md5_hex, verify_password
 from billing_core.cache.keys import NAMESPACES
-from billing_core.db.tables import accounts, currencies, dids, sip_extensions, tariffs, transactions, users
-from billing_core.services.container import Services
+from billing_core.container import Services
+from billing_core.directory.tables import sip_extensions, users
+from billing_core.ledger.tables import accounts, transactions
+from billing_core.numbers.tables import dids
+from billing_core.rating.tables import currencies, tariffs
 from tests.factories import MadeUser, balance_of, make_key, make_user
 from tests.test_spec_registry import spec
 

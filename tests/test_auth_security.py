@@ -23,8 +23,8 @@ from structlog.testing import capture_logs
 
 from billing_core.auth.secrets_store import md5_hex
 from billing_core.cache.keys import NS_BANS, NS_PROFILES
-from billing_core.db.tables import api_keys, bans
-from billing_core.services.container import Services
+from billing_core.container import Services
+from billing_core.directory.tables import api_keys, bans
 from tests.factories import make_key, make_user
 from tests.http_support import HOST, Api, Reply, raw_http, serve, with_settings
 

@@ -14,10 +14,10 @@ import structlog
 from sqlalchemy import select, update
 
 from billing_core.api.dispatch import Credentials, Dispatcher, Outcome
-from billing_core.api.registry import TextAnswer
-from billing_core.db.tables import disa_failures
-from billing_core.services.container import Services
-from billing_core.services.disa import caller_counter, extension_counter
+from billing_core.calls.disa import caller_counter, extension_counter
+from billing_core.catalog.registry import TextAnswer
+from billing_core.container import Services
+from billing_core.directory.tables import disa_failures
 from fastagi import contract
 from fastagi.bridge import answer_for_outcome
 from tests.factories import make_key, make_user

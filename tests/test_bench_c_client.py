@@ -22,10 +22,10 @@ from sqlalchemy import func, select
 from bench.load import HOST, Bench, RunStats, Server, _reply_to, compile_c_client
 from bench.world import DIRECTIONS, BenchWorld, Direction
 from billing_core.api.dispatch import Dispatcher
-from billing_core.db.tables import accounts, cdrs, reservations
+from billing_core.container import Services
 from billing_core.http import bound_port, start_http
-from billing_core.services.container import Services
-from billing_core.services.spool import Spool
+from billing_core.ledger.tables import accounts, cdrs, reservations
+from billing_core.spool import Spool
 from fastagi.bridge import AGIBridge
 from fastagi.server import FastAGIServer, ServerConfig
 from fastagi.wire import encode_answer

@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 
 from bench.load import apply_experiments
 from billing_core.api.dispatch import Credentials, Dispatcher
-from billing_core.db.tables import cdrs, reservations
-from billing_core.services.container import Services
+from billing_core.container import Services
+from billing_core.ledger.tables import cdrs, reservations
 from fastagi.bridge import AGIBridge
 from fastagi.server import FastAGIServer, ServerConfig
 from tests.asterisk_sim import run_agi_session

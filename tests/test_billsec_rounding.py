@@ -15,11 +15,11 @@ import pytest
 from sqlalchemy import select
 
 from billing_core.api.dispatch import Dispatcher
+from billing_core.billsec import parse_rounding, whole_seconds
+from billing_core.calls.control import reported_length
 from billing_core.config import Settings
-from billing_core.db.tables import cdrs
-from billing_core.services.billsec import parse_rounding, whole_seconds
-from billing_core.services.calls import reported_length
-from billing_core.services.container import Services
+from billing_core.container import Services
+from billing_core.ledger.tables import cdrs
 from tests.factories import balance_of, make_user
 from tests.rating_world import RatingWorld, finish, prepare, server_key, text_of
 

@@ -9,11 +9,12 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select, update
 
+from billing_core import clock
 from billing_core.api.dispatch import Dispatcher
-from billing_core.db.tables import reservations
+from billing_core.container import Services
 from billing_core.errors import ErrorCode
-from billing_core.services import clock, ledger
-from billing_core.services.container import Services
+from billing_core.ledger import book as ledger
+from billing_core.ledger.tables import reservations
 from tests.conftest import BACKENDS
 from tests.factories import MadeUser, balance_of, make_key, make_user
 from tests.rating_world import Standard, credentials, finish, ledger_of, prepare, standard_world, text_of
@@ -337,7 +338,7 @@ async def test_finish_on_another_worker_and_a_late_duplicate_on_the_first(
 async def test_warm_up_opens_the_pool_and_decisions_still_work(services: Services, dispatcher: Dispatcher) -> None:
     await services.call_ledger.warm_up()
     if not services.db.is_sqlite:
-        from billing_core.db.pg_call_ledger import PgCallLedger
+        from billing_core.ledger.pg_call_ledger import PgCallLedger
 
         assert isinstance(services.call_ledger, PgCallLedger)
         assert services.call_ledger.open_connections == 10

@@ -19,9 +19,9 @@ import pytest
 from sqlalchemy import func, select
 
 from billing_core.api.dispatch import Dispatcher
-from billing_core.db.tables import cdrs, reservations
-from billing_core.services.container import Services
-from billing_core.services.spool import Spool
+from billing_core.container import Services
+from billing_core.ledger.tables import cdrs, reservations
+from billing_core.spool import Spool
 from fastagi.bridge import AGIBridge
 from fastagi.server import FastAGIServer, ServerConfig
 from tests.asterisk_sim import run_agi_session
@@ -125,7 +125,7 @@ async def test_internal_client_error_from_the_driver_is_an_outage(
     assert (await node.agi("callPrepare", PREPARE, "u20d"))["CALLGATE_RESULT"] == "Allowed"
     exc = asyncpg.exceptions.InternalClientError("cannot switch to state 15; another operation is in progress")
     if node.services.db.is_sqlite:
-        from billing_core.services import call_ledger
+        from billing_core.ledger import call_ledger
 
         monkeypatch.setattr(call_ledger, "_write_call", _once(exc, call_ledger._write_call))
     else:

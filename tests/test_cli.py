@@ -11,7 +11,7 @@ import pytest
 
 from billing_core.api.dispatch import Credentials, Dispatcher
 from billing_core.config import Settings
-from billing_core.services.container import Services
+from billing_core.container import Services
 from callgate.cli import main
 
 KEY_AT_END = re.compile(r"([0-9a-f]{32})$")

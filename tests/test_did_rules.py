@@ -10,12 +10,12 @@ import pytest
 from sqlalchemy import update
 
 from billing_core.api.dispatch import Credentials, Dispatcher, Outcome
-from billing_core.api.registry import TextAnswer
 from billing_core.cache.keys import NAMESPACES
-from billing_core.db.tables import dids
-from billing_core.services.container import Services
-from billing_core.services.did_rules import caller_id_for, like_match, status_word, walk
-from billing_core.services.dids import DIDRule
+from billing_core.catalog.registry import TextAnswer
+from billing_core.container import Services
+from billing_core.numbers.did_rules import caller_id_for, like_match, status_word, walk
+from billing_core.numbers.dids import DIDRule
+from billing_core.numbers.tables import dids
 from fastagi import contract
 from fastagi.bridge import answer_for_outcome
 from tests.factories import make_key, make_user

@@ -9,10 +9,9 @@ from sqlalchemy import func, select
 
 from billing_core.api.dispatch import Credentials, Dispatcher
 from billing_core.cache.keys import NS_RATING
-from billing_core.db.tables import directions
+from billing_core.container import Services
 from billing_core.errors import ApiError, ErrorCode
-from billing_core.services.container import Services
-from billing_core.services.directions import (
+from billing_core.rating.directions import (
     Direction,
     DirectionIndex,
     DirectionsFileError,
@@ -21,6 +20,7 @@ from billing_core.services.directions import (
     normalize_number,
     read_directions_csv,
 )
+from billing_core.rating.tables import directions
 from tests.factories import make_key
 
 DEMO_CSV = Path(__file__).resolve().parent.parent / "billing_core" / "demo" / "directions.csv"

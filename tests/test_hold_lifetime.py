@@ -1,6 +1,6 @@
 """Issue 9, item 9: a hold lasts while its call rings, then its max time, then the grace.
 
-The clock is moved by hand (callPrepare and callFinish read billing_core.services.calls'
+The clock is moved by hand (callPrepare and callFinish read billing_core.calls.control'
 utcnow), so a call that "rings" for minutes takes no time in the test.
 """
 
@@ -14,11 +14,12 @@ import pytest
 from sqlalchemy import select
 
 import billing_core.api.methods  # noqa: F401 - registers callPrepare and callFinish
+from billing_core import clock
 from billing_core.api.dispatch import Dispatcher
+from billing_core.calls import control as calls
 from billing_core.config import Settings
-from billing_core.db.tables import reservations
-from billing_core.services import calls, clock
-from billing_core.services.container import Services
+from billing_core.container import Services
+from billing_core.ledger.tables import reservations
 from tests.factories import balance_of, make_user
 from tests.rating_world import finish, prepare, standard_world, text_of
 from tests.test_agi_end_to_end import Gate, build_world, gate  # noqa: F401 - the fixture

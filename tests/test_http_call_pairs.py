@@ -14,7 +14,7 @@ import pytest
 
 import billing_core.api.methods  # noqa: F401 - registers every method
 from billing_core.api.dispatch import Dispatcher
-from billing_core.services.container import Services
+from billing_core.container import Services
 from tests.factories import MadeUser, balance_of, make_user
 from tests.http_support import Api, serve
 from tests.rating_world import ledger_of, server_key, standard_world

@@ -18,10 +18,10 @@ from structlog.testing import capture_logs
 
 from billing_core.api.dispatch import Dispatcher
 from billing_core.auth.secrets_store import md5_hex
+from billing_core.container import Services
 from billing_core.http import bound_port, start_http
 from billing_core.http.connections import HttpLimits
-from billing_core.services.container import Services
-from billing_core.services.spool import Spool
+from billing_core.spool import Spool
 from fastagi.bridge import AGIBridge
 from fastagi.server import FastAGIServer
 from tests.asterisk_sim import run_agi_session

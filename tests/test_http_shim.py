@@ -14,11 +14,11 @@ from prometheus_client import REGISTRY
 
 from billing_core.api.dispatch import Dispatcher
 from billing_core.auth.secrets_store import md5_hex
+from billing_core.container import Services
 from billing_core.db.engine import Database, create_engine
+from billing_core.directory.bans import Bans
+from billing_core.directory.profiles import Profiles
 from billing_core.http import bound_port, start_http
-from billing_core.services.bans import Bans
-from billing_core.services.container import Services
-from billing_core.services.profiles import Profiles
 from tests.factories import make_key, make_user
 from tests.http_support import HOST, Api, make_test_registry, serve, with_settings
 

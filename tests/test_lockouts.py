@@ -13,12 +13,12 @@ import pytest
 from sqlalchemy import update
 
 from billing_core.api.dispatch import Credentials, Dispatcher
-from billing_core.api.registry import TextAnswer
 from billing_core.cache.keys import NS_BANS
-from billing_core.db.tables import bans, disa_failures
-from billing_core.services.clock import utcnow
-from billing_core.services.container import Services
-from billing_core.services.login_guard import login_counter
+from billing_core.catalog.registry import TextAnswer
+from billing_core.clock import utcnow
+from billing_core.container import Services
+from billing_core.directory.login_guard import login_counter
+from billing_core.directory.tables import bans, disa_failures
 from tests.factories import make_key, make_user
 from tests.http_support import HOST, Api, make_test_registry, serve
 from tests.test_auth_security import OTHER, THIRD, UNKNOWN_KEY, assert_refused, ban_rows, login

@@ -1,4 +1,4 @@
-"""Alembic's migrations build exactly the schema billing_core/db/tables.py describes."""
+"""Alembic's migrations build exactly the schema the subsystems' tables modules describe (billing_core.all_tables)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
-from billing_core.db.tables import metadata
-from billing_core.services.container import Services
+from billing_core.all_tables import metadata
+from billing_core.container import Services
 from tests.conftest import BACKENDS
 
 

@@ -17,10 +17,11 @@ from sqlalchemy import func, select
 
 from billing_core.api.dispatch import Dispatcher, Outcome
 from billing_core.auth.secrets_store import md5_hex
-from billing_core.db.tables import accounts, transactions, users
-from billing_core.services.clock import utcnow
-from billing_core.services.container import Services
-from billing_core.services.ledger import held
+from billing_core.clock import utcnow
+from billing_core.container import Services
+from billing_core.directory.tables import users
+from billing_core.ledger.book import held
+from billing_core.ledger.tables import accounts, transactions
 from tests.factories import MadeUser, make_key, make_user
 from tests.test_api_users import Keys, call, code, login, make_keys
 

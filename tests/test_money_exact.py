@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import billing_core.api.methods  # noqa: F401 - registers every method
 from billing_core.api.dispatch import Dispatcher
-from billing_core.db.tables import accounts, transactions
-from billing_core.services.container import Services
+from billing_core.container import Services
+from billing_core.ledger.tables import accounts, transactions
 from tests.factories import balance_of, make_key, make_user
 from tests.http_support import Api, serve
 from tests.test_api_users import call, code, login, make_keys

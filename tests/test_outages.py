@@ -19,9 +19,10 @@ from sqlalchemy.engine import make_url
 
 from billing_core.api.dispatch import Dispatcher
 from billing_core.config import Settings
-from billing_core.db.tables import cdrs, tariff_entries
-from billing_core.services.container import Services
-from billing_core.services.spool import Spool
+from billing_core.container import Services
+from billing_core.ledger.tables import cdrs
+from billing_core.rating.tables import tariff_entries
+from billing_core.spool import Spool
 from fastagi.bridge import AGIBridge
 from fastagi.server import FastAGIServer
 from tests.asterisk_sim import run_agi_session

@@ -184,8 +184,8 @@ async def test_close_fails_the_waiters(app_name: str) -> None:
 
 
 async def test_a_statement_that_times_out_is_unavailable_and_its_connection_is_dropped() -> None:
-    from billing_core.db.pg_call_ledger import PgCallLedger
     from billing_core.errors import BackendUnavailable
+    from billing_core.ledger.pg_call_ledger import PgCallLedger
 
     url = PG_ADMIN_DSN.replace("postgresql://", "postgresql+asyncpg://")
     ledger = PgCallLedger(url, timeout_s=0.2, max_connections=2)
@@ -201,7 +201,7 @@ async def test_a_statement_that_times_out_is_unavailable_and_its_connection_is_d
 
 
 def test_a_unix_socket_url_keeps_its_host_for_asyncpg() -> None:
-    from billing_core.db.pg_call_ledger import asyncpg_dsn
+    from billing_core.ledger.pg_call_ledger import asyncpg_dsn
 
     dsn = asyncpg_dsn("postgresql+asyncpg://postgres@/callgate?host=/var/run/postgresql")
     assert dsn == "postgresql://postgres@/callgate?host=%2Fvar%2Frun%2Fpostgresql"  # asyncpg unquotes it

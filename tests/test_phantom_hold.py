@@ -23,10 +23,10 @@ from sqlalchemy.engine import make_url
 
 from billing_core.api.dispatch import Dispatcher
 from billing_core.config import Settings
-from billing_core.db.pg_call_ledger import asyncpg_dsn
-from billing_core.db.tables import reservations
-from billing_core.services.container import Services
-from billing_core.services.spool import Spool
+from billing_core.container import Services
+from billing_core.ledger.pg_call_ledger import asyncpg_dsn
+from billing_core.ledger.tables import reservations
+from billing_core.spool import Spool
 from fastagi.bridge import AGIBridge
 from fastagi.server import FastAGIServer, ServerConfig
 from tests.asterisk_sim import run_agi_session
@@ -158,7 +158,7 @@ async def test_holds_sharing_a_statement_with_a_locked_account_are_not_its_victi
 
 
 async def _tariff_of(services: Services, sip_extension: str) -> int:
-    from billing_core.db.tables import sip_extensions
+    from billing_core.directory.tables import sip_extensions
 
     async with services.db.begin() as conn:
         query = select(sip_extensions.c.sip_rates_id).where(sip_extensions.c.sip_extension == sip_extension)

@@ -10,9 +10,9 @@ from sqlalchemy import event, update
 
 from billing_core.api.dispatch import Dispatcher
 from billing_core.cache.keys import NAMESPACES
-from billing_core.db.tables import users
+from billing_core.container import Services
+from billing_core.directory.tables import users
 from billing_core.errors import ErrorCode
-from billing_core.services.container import Services
 from tests.factories import balance_of, make_user
 from tests.rating_world import Standard, credentials, finish, ledger_of, prepare, server_key, standard_world, text_of
 

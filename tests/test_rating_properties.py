@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from billing_core.money import MONEY_QUANT, quantize_money
-from billing_core.services.rating import billed_seconds, call_cost, max_call_time, reserve_amount
+from billing_core.rating.engine import billed_seconds, call_cost, max_call_time, reserve_amount
 
 money = st.decimals(min_value=Decimal("0"), max_value=Decimal("5"), places=4)
 prices = st.one_of(st.just(Decimal(0)), money, st.decimals(min_value=Decimal("0"), max_value=Decimal("3"), places=10))

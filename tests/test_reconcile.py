@@ -23,13 +23,13 @@ import pytest
 from sqlalchemy import select, text, update
 
 from billing_core.api.dispatch import Credentials, Dispatcher
-from billing_core.db.tables import cdrs, reservations
-from billing_core.services.asterisk_cdr import CSV_COLUMNS, AsteriskCdr, read_cdr_table, read_master_csv
-from billing_core.services.clock import utcnow
-from billing_core.services.container import Services
-from billing_core.services.ledger import Reservation
-from billing_core.services.rating import Rating
-from billing_core.services.reconcile import OpenHold, Report, assign_dials, decide, names_route, reconcile
+from billing_core.calls.asterisk_cdr import CSV_COLUMNS, AsteriskCdr, read_cdr_table, read_master_csv
+from billing_core.calls.reconcile import OpenHold, Report, assign_dials, decide, names_route, reconcile
+from billing_core.clock import utcnow
+from billing_core.container import Services
+from billing_core.ledger.book import Reservation
+from billing_core.ledger.tables import cdrs, reservations
+from billing_core.rating.engine import Rating
 from callgate.cli import main
 from tests.factories import balance_of, make_key, make_user
 from tests.rating_world import RatingWorld

@@ -17,9 +17,9 @@ from sqlalchemy import func, select
 
 from billing_core.api.dispatch import Dispatcher
 from billing_core.config import Settings
-from billing_core.db.tables import cdrs, reservations
-from billing_core.services.container import Services
-from billing_core.services.rating import reserve_amount
+from billing_core.container import Services
+from billing_core.ledger.tables import cdrs, reservations
+from billing_core.rating.engine import reserve_amount
 from tests.conftest import BACKENDS
 from tests.factories import balance_of, make_user
 from tests.rating_world import RatingWorld, finish, ledger_of, prepare, server_key, sum_of_call_transactions, text_of

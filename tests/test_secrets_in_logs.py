@@ -17,9 +17,9 @@ from structlog.testing import capture_logs
 
 from billing_core.api.dispatch import Credentials, Dispatcher
 from billing_core.auth.secrets_store import md5_hex
-from billing_core.services.container import Services
-from billing_core.services.keys import generate_key, key_strength_problem
-from billing_core.services.spool import Spool
+from billing_core.container import Services
+from billing_core.directory.keys import generate_key, key_strength_problem
+from billing_core.spool import Spool
 from fastagi.bridge import AGIBridge
 from fastagi.server import FastAGIServer
 from tests.asterisk_sim import build_env, run_agi_session

@@ -31,8 +31,8 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 import billing_core.api.methods  # noqa: F401 - registers every method
-from billing_core.api.params import COMMON_ARGS
-from billing_core.api.registry import REGISTRY, MethodDef
+from billing_core.catalog.params import COMMON_ARGS
+from billing_core.catalog.registry import REGISTRY, MethodDef
 from tests.shared_paths import spec_file
 
 SPEC_NAME = "narayana-2.2.json"
@@ -265,7 +265,7 @@ def test_defaults_match_the_spec(name: str) -> None:
 
 def test_checks_catch_a_wrong_definition() -> None:
     """The helpers above really see a wrong Params: a guard against a test that cannot fail."""
-    from billing_core.api.params import Params, Str
+    from billing_core.catalog.params import Params, Str
 
     class Wrong(Params):
         select: Literal["id", "code"] = "code"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from billing_core.container import Services
 from billing_core.http import metrics
-from billing_core.services.container import Services
-from billing_core.services.spool import ReplayVerdict, Spool, SpoolBacklog
+from billing_core.spool import ReplayVerdict, Spool, SpoolBacklog
 from tests.http_support import HOST, serve
 
 

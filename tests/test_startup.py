@@ -25,8 +25,8 @@ from sqlalchemy.engine import make_url
 
 from billing_core.api.dispatch import Credentials, Dispatcher
 from billing_core.config import Settings
-from billing_core.db.tables import cdrs, reservations
-from billing_core.services.container import Services
+from billing_core.container import Services
+from billing_core.ledger.tables import cdrs, reservations
 from callgate import startup
 from callgate.startup import Worker
 from tests.asterisk_sim import AGISessionResult, run_agi_session

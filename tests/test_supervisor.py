@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from billing_core.config import Settings
-from billing_core.services.container import Services
+from billing_core.container import Services
 from tests.asterisk_sim import run_agi_session
 from tests.conftest import BACKENDS
 from tests.ports import HOST, free_port, two_workers_env

@@ -15,7 +15,7 @@ Access rules (the spec leaves the comparison implicit; this is what we chose):
 - `username=` acts for another user: allowed for administrators (>= 33) and for the
   user's managers up the chain; otherwise E_DOES_NOT_BELONG_TO_YOU.
 - Lock-outs: an unknown or disabled key bans its HTTP source address
-  (billing_core.services.bans, never a call-control key's address, never over FastAGI);
+  (billing_core.directory.bans, never a call-control key's address, never over FastAGI);
   wrong passwords lock the login and then ban the address (services.login_guard).
 """
 
@@ -28,10 +28,13 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from billing_core.api.params import COMMON_ARGS
-from billing_core.api.registry import REGISTRY, CallContext, MethodDef, Registry
 from billing_core.auth.ipmask import ip_allowed
 from billing_core.auth.secrets_store import api_key_hash, hash_password, verify_password
+from billing_core.catalog.params import COMMON_ARGS
+from billing_core.catalog.registry import REGISTRY, CallContext, MethodDef, Registry
+from billing_core.container import Services
+from billing_core.directory import login_guard
+from billing_core.directory.ownership import key_owner_serves
 from billing_core.errors import (
     ApiError,
     ErrorCode,
@@ -40,9 +43,6 @@ from billing_core.errors import (
     UnexpectedFailure,
 )
 from billing_core.records import KeyRecord, UserRecord
-from billing_core.services import login_guard
-from billing_core.services.container import Services
-from billing_core.services.ownership import key_owner_serves
 
 log = structlog.get_logger(__name__)
 
@@ -98,7 +98,7 @@ class Dispatcher:
         method: MethodDef | None = None
         if not self.services.readiness.ready:
             # Not migrated/warm yet (the database was down at start-up): answer at once,
-            # without touching a store that may lack its schema (billing_core.services.readiness).
+            # without touching a store that may lack its schema (billing_core.readiness).
             log.warning("api.store_not_ready", method=method_name[:64], transport=cred.transport)
             detail = "database unavailable; callgate retries in the background"
             return Outcome(error=ApiError(ErrorCode.E_SQL_ERROR, detail))
@@ -230,7 +230,7 @@ class Dispatcher:
     async def _password_login(
         self, gens: dict[str, int] | None, key: KeyRecord, login: str, password: str, peer_ip: str
     ) -> UserRecord | None:
-        """A dynamic login, under the lock-out of billing_core.services.login_guard."""
+        """A dynamic login, under the lock-out of billing_core.directory.login_guard."""
         await login_guard.refuse_if_locked(self.services, key.auth_by, login)
         user = await self.services.profiles.user_by(gens, key.auth_by, login)
         # verify even for an unknown login, so timing does not tell which users exist

@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from billing_core.cache.keys import NAMESPACES
 from billing_core.db.engine import Database
-from billing_core.db.tables import cache_generations
+from billing_core.db.schema import cache_generations
 
 log = structlog.get_logger(__name__)
 

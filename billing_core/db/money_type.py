@@ -1,4 +1,4 @@
-"""ExactMoney: the column type of every amount (billing_core.db.tables.Money)."""
+"""ExactMoney: the column type of every amount (billing_core.db.schema.Money)."""
 
 from __future__ import annotations
 

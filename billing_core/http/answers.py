@@ -48,7 +48,7 @@ import structlog
 from aiohttp import web
 
 from billing_core.api.dispatch import Outcome
-from billing_core.api.registry import TextAnswer
+from billing_core.catalog.registry import TextAnswer
 from billing_core.errors import DESCRIPTIONS, ApiError, ErrorCode, KeyRejected, SourceForbidden
 
 log = structlog.get_logger(__name__)

@@ -9,7 +9,7 @@ Routes:
   validates. The answer's form and status: billing_core.http.answers.
 - GET /healthz — 200 "ok" when the database answers SELECT 1 within 1 s, else 503
   "unavailable"; 503 "degraded: …" while start-up still waits for the database
-  (billing_core.services.readiness).
+  (billing_core.readiness).
 - GET /metrics — Prometheus exposition (billing_core.http.metrics).
 - anything else — 404 (405 for a verb other than GET/POST), JSON envelope E_UNKNOWN_METHOD.
 
@@ -44,7 +44,7 @@ from billing_core.errors import ApiError, ErrorCode
 from billing_core.http import answers, metrics
 from billing_core.http.connections import LINGER_S, CappedSite, ConnectionFactory, HttpLimits
 from billing_core.http.form import MAX_BODY_BYTES, BadInput, request_arguments
-from billing_core.services.spool import Spool, SpoolBacklog
+from billing_core.spool import Spool, SpoolBacklog
 
 log = structlog.get_logger(__name__)
 

@@ -7,8 +7,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from billing_core.all_tables import metadata
 from billing_core.db.engine import create_engine
-from billing_core.db.tables import metadata
 
 config = context.config
 target_metadata = metadata

@@ -1,8 +1,8 @@
 """call ledger functions (PostgreSQL only)
 
 callPrepare's hold and callFinish's charge as one PL/pgSQL call each, so a decision costs
-one database round trip (billing_core.db.pg_call_ledger). SQLite runs the same primitives
-through SQLAlchemy (billing_core.services.call_ledger.SqlCallLedger) and gets nothing here.
+one database round trip (billing_core.ledger.pg_call_ledger). SQLite runs the same primitives
+through SQLAlchemy (billing_core.ledger.call_ledger.SqlCallLedger) and gets nothing here.
 
 Revision ID: 0002
 Revises: 0001

@@ -1,0 +1,37 @@
+"""API methods: the call log (getLogs)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from billing_core.calls import cdr_log
+from billing_core.catalog.params import Bool, Params, Str
+from billing_core.catalog.registry import REGISTRY, CallContext
+from billing_core.directory import ownership
+from billing_core.ledger.context import LedgerContext
+from billing_core.provisioning.users_api import caller_of
+
+
+class GetLogsParams(Params):
+    limit: Annotated[int, Field(ge=1, le=cdr_log.MAX_LIMIT)] = 100
+    only_completed: Bool = False
+    resolve_info: Bool = False
+    user: Str | None = None  # a user the caller reaches; default: the actor
+
+
+@REGISTRY.method("getLogs", level=1, params=GetLogsParams, returns="json")
+async def get_logs(ctx: CallContext[LedgerContext], p: GetLogsParams) -> list[dict[str, Any]]:
+    if p.user:
+        subject = await ownership.reachable_user(ctx.services.profiles, ctx.generations, caller_of(ctx), p.user)
+    else:
+        subject = ctx.require_actor()
+    return await cdr_log.call_log(
+        ctx.services,
+        ctx.generations,
+        subject,
+        limit=p.limit,
+        only_completed=p.only_completed,
+        resolve_info=p.resolve_info,
+    )

@@ -1,0 +1,122 @@
+"""API keys: creation and listing (the key itself is shown once, stored hashed).
+
+A key given to addKey must be strong enough (check_key_strength): it is the only secret
+of a server key, and a key of 32 × `c` was once accepted. The rule is a floor, not a
+proof: at least MIN_KEY_LEN characters, at least MIN_KEY_BITS bits by the Shannon
+estimate of its own characters (length × entropy per character), and not a repetition
+of a shorter string. A generated key (128 random bits as hex) always passes: new_api_key
+draws again in the (vanishingly rare) case that one would not.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from billing_core.auth.ipmask import parse_masks, valid_mask
+from billing_core.auth.secrets_store import api_key_hash, new_api_key
+from billing_core.db.engine import Database
+from billing_core.directory.tables import api_keys
+from billing_core.errors import ApiError, ErrorCode
+
+AUTH_METHODS = ("username", "sip_extension", "id")
+MIN_KEY_LEN = 16
+MAX_KEY_LEN = 128
+MIN_KEY_BITS = 64
+
+
+def key_strength_problem(key: str) -> str | None:
+    """Why `key` is too weak to be an API key, or None. Never quotes the key."""
+    if not MIN_KEY_LEN <= len(key) <= MAX_KEY_LEN:
+        return f"apikey must be {MIN_KEY_LEN}..{MAX_KEY_LEN} characters"
+    counts = Counter(key)
+    bits = -sum(n * math.log2(n / len(key)) for n in counts.values())
+    if bits < MIN_KEY_BITS:
+        return f"apikey is too weak: use more varied characters (about {MIN_KEY_BITS} bits at least)"
+    if key in (key + key)[1:-1]:  # true exactly when key is a shorter string repeated
+        return "apikey is too weak: it repeats a shorter string"
+    return None
+
+
+def generate_key() -> str:
+    while True:
+        key = new_api_key()
+        if key_strength_problem(key) is None:
+            return key
+
+
+async def add_key(
+    db: Database,
+    *,
+    name: str,
+    access_level: int,
+    source: str,
+    owner: str,
+    auth_by: str = "username",
+    default_user: str | None = None,
+    allowed_methods: str = "",
+    secure_only: int = 0,
+    apikey: str | None = None,
+) -> str:
+    """Create a key and return it in clear (the only time it is seen)."""
+    if auth_by not in AUTH_METHODS:
+        raise ApiError(ErrorCode.E_INVALID_ARGUMENT, f"auth_by must be one of {', '.join(AUTH_METHODS)}")
+    masks = parse_masks(source)
+    if not masks or not all(valid_mask(m) for m in masks):
+        raise ApiError(ErrorCode.E_INVALID_ARGUMENT, "source must be IP addresses or masks like 178.1.1.*")
+    if not 0 <= access_level <= 99:
+        raise ApiError(ErrorCode.E_INVALID_ARGUMENT, "access level must be 0..99")
+    key = apikey or generate_key()
+    problem = key_strength_problem(key)
+    if problem is not None:
+        raise ApiError(ErrorCode.E_INVALID_ARGUMENT, problem)
+    async with db.begin() as conn:
+        exists = (await conn.execute(select(api_keys.c.id).where(api_keys.c.key_hash == api_key_hash(key)))).first()
+        if exists is not None:
+            raise ApiError(ErrorCode.E_DATA_ABORT, "this key already exists")
+        await conn.execute(
+            api_keys.insert().values(
+                name=name,
+                key_hash=api_key_hash(key),
+                key_hint=key[:4],
+                auth_by=auth_by,
+                source=",".join(masks),
+                access_level=access_level,
+                default_user=default_user or None,
+                allowed_methods=allowed_methods,
+                secure_only=secure_only,
+                enabled=1,
+                owner=owner,
+                created_at=datetime.now(UTC),
+            )
+        )
+    return key
+
+
+async def list_keys(db: Database, *, owner: str | None = None) -> list[dict[str, Any]]:
+    query = select(api_keys).order_by(api_keys.c.id)
+    if owner is not None:
+        query = query.where(api_keys.c.owner == owner)
+    async with db.begin() as conn:
+        rows = (await conn.execute(query)).all()
+    return [
+        {
+            "id": row.id,
+            "name": row.name,
+            "apikey": f"{row.key_hint}…",
+            "auth_by": row.auth_by,
+            "source": row.source,
+            "accessLevel": row.access_level,
+            "default_user": row.default_user or "",
+            "allowed_methods": row.allowed_methods,
+            "secure_only": row.secure_only,
+            "enabled": row.enabled,
+            "owner": row.owner,
+            "dnsname": row.dnsname,
+        }
+        for row in rows
+    ]

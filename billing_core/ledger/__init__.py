@@ -1,0 +1,3 @@
+"""Ledger subsystem: where money is: accounts, holds, charges, transfers,
+currencies and CDR rows, on both stores. It never computes a price.
+"""

@@ -1,0 +1,2 @@
+"""Numbers subsystem: inbound numbers: DIDs and their rule chains.
+"""

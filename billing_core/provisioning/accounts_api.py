@@ -1,0 +1,58 @@
+"""API methods: accounts and money (updateAccount, getAccountInfo, transferMoney).
+
+Balances are never cached, so these methods invalidate nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from billing_core.catalog.params import Amount, Int, Params, Str
+from billing_core.catalog.registry import REGISTRY, CallContext
+from billing_core.ledger import transfers
+from billing_core.ledger.context import LedgerContext
+from billing_core.provisioning.users_api import caller_of
+
+
+class UpdateAccountParams(Params):
+    account: Int
+    balance: Amount | None = None  # in the requesting user's currency
+    overdraft: Amount | None = None  # in the requesting user's currency
+    refill_allowed: Int | None = None
+    billing_name: Str | None = None
+    billing_address: Str | None = None
+    billing_email: Str | None = None
+    billing_bank_account: Str | None = None
+    postpaid: Int | None = None
+
+
+class GetAccountInfoParams(Params):
+    account: Int
+
+
+class TransferMoneyParams(Params):
+    destination: Str  # a user name or an account number
+    amount: Amount  # in the sender's currency
+    comment: Str
+
+
+@REGISTRY.method("updateAccount", level=1, params=UpdateAccountParams, returns="bool")
+async def update_account(ctx: CallContext[LedgerContext], p: UpdateAccountParams) -> bool:
+    changes = {name: getattr(p, name) for name in p.model_fields_set if name != "account"}
+    await transfers.update_account(
+        ctx.services, ctx.generations, caller_of(ctx), ctx.require_actor(), p.account, changes
+    )
+    return True
+
+
+@REGISTRY.method("getAccountInfo", level=22, params=GetAccountInfoParams, returns="json")
+async def get_account_info(ctx: CallContext[LedgerContext], p: GetAccountInfoParams) -> dict[str, Any]:
+    return await transfers.account_info(ctx.services, ctx.generations, caller_of(ctx), ctx.require_actor(), p.account)
+
+
+@REGISTRY.method("transferMoney", level=1, params=TransferMoneyParams, returns="bool")
+async def transfer_money(ctx: CallContext[LedgerContext], p: TransferMoneyParams) -> bool:
+    await transfers.transfer_money(
+        ctx.services, ctx.generations, ctx.require_actor(), p.destination, p.amount, p.comment
+    )
+    return True

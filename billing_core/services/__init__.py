@@ -1,1 +1,0 @@
-"""Domain services: one subsystem per module, each a set of verbs over the store."""

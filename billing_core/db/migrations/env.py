@@ -7,6 +7,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import billing_core.asterisk.tables  # noqa: F401 - its tables join the metadata
 from billing_core.db.engine import create_engine
 from billing_core.db.tables import metadata
 

@@ -249,7 +249,7 @@ async def test_a_down_server_fails_only_what_needs_it(fake: FakeAmi) -> None:
     refused_port = await _closed_port()
     accepted: list[asyncio.BaseTransport] = []
     loop = asyncio.get_running_loop()
-    black_hole = await loop.create_server(lambda: _Mute(accepted), "127.0.0.1", 0)  # accepts, never speaks
+    black_hole = await loop.create_server(lambda: Mute(accepted), "127.0.0.1", 0)  # accepts, never speaks
     hole_port = black_hole.sockets[0].getsockname()[1]
     service = AmiService(db=None, box=None, timings=FAST)  # type: ignore[arg-type]  # no database needed here
     try:
@@ -309,7 +309,7 @@ def test_a_logged_action_never_shows_the_secret(caplog: pytest.LogCaptureFixture
     assert "ami-s3cret" not in caplog.text and caplog.text.count("***") == 2
 
 
-class _Mute(asyncio.Protocol):
+class Mute(asyncio.Protocol):
     """Accepts a connection and says nothing: a port that is not an Asterisk's, or a hung one."""
 
     def __init__(self, accepted: list[asyncio.BaseTransport]) -> None:

@@ -3,8 +3,11 @@ joins each live call to its hold (call_uid = the uniqueid of the channel callPre
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -13,11 +16,17 @@ from billing_core.asterisk.connection import State
 from billing_core.asterisk.errors import AsteriskUnavailable
 from billing_core.asterisk.servers import ServerSpec, add_server, remove_server
 from billing_core.asterisk.service import AmiService
+from billing_core.config import Settings
 from billing_core.services.container import Services
+from callgate.startup import Worker
+from tests.asterisk_sim import run_agi_session
 from tests.factories import make_user
 from tests.fake_ami import SECRET, USER, FakeAmi, newchannel, var_set
+from tests.ports import HOST, free_port
 from tests.rating_world import ledger_of, prepare, standard_world, text_of
-from tests.test_asterisk_ami import FAST, PATIENT, until
+from tests.test_agi_end_to_end import build_world
+from tests.test_asterisk_ami import FAST, PATIENT, Mute, until
+from tests.test_startup import PREPARE
 
 CALLER = "Local/74951234567@callgate-outbound-00000001;2"
 
@@ -104,3 +113,37 @@ async def test_a_live_call_joins_its_hold_before_and_after_a_reconnect(
         assert found.linkedid == "1795416507.0" and found.holds == call.holds
     finally:
         await fresh.close()
+
+
+async def test_serve_keeps_its_connections_and_a_hung_asterisk_never_delays_a_decision(
+    services: Services, settings: Settings, fake: FakeAmi, tmp_path: Path
+) -> None:
+    await build_world(services)
+    accepted: list[asyncio.BaseTransport] = []
+    loop = asyncio.get_running_loop()
+    hung = await loop.create_server(lambda: Mute(accepted), "127.0.0.1", 0)  # accepts, never answers
+    hung_port = hung.sockets[0].getsockname()[1]
+    await add_server(services.db, services.box, pbx(fake))
+    await add_server(services.db, services.box, ServerSpec(
+        "hung", "127.0.0.1", "127.0.0.1", hung_port, USER, SECRET, ("hung.example.net",)
+    ))  # fmt: skip
+    node = replace(settings, agi_port=free_port(), http_port=free_port(), spool_dir=str(tmp_path / "node-spool"))
+    worker = Worker(node)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        await worker.listening.wait()
+        await until(lambda: bool(accepted), "the hung server was dialled")
+        # while `hung` holds its login: decisions are answered, and pbx1 is connected
+        prepared = await run_agi_session(HOST, node.agi_port, "callPrepare", query=PREPARE, uniqueid="s1")
+        assert prepared.variables["CALLGATE_RESULT"] == "Allowed"
+        assert await worker.services.ami.connection("pbx1").wait_up(PATIENT)
+        assert worker.services.ami.connection("hung").state.value != "up"
+    finally:
+        stop.set()
+        await running
+        hung.close()
+        for transport in accepted:
+            transport.close()
+        await hung.wait_closed()
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("ami:")]

@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 TRANSCRIPT = Path(__file__).parent / "fixtures/shared/agi/transcripts/ami-session-raw.txt"
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
@@ -93,13 +94,15 @@ class FakeAmi:
         self.legacy_command = False
         self.command_output = ["Asterisk 22.10.1 built by fake"]
         self.after_list: list[Message] = []  # events written in the same write as the next list
-        self.sessions: set[_Session] = set()
+        # more actions (lower-case name -> what to do), answered by the caller: bench/ami_events.py
+        self.custom: dict[str, Callable[[Session, Message], None]] = {}
+        self.sessions: set[Session] = set()
         self._server: asyncio.Server | None = None
         self._timers: set[asyncio.TimerHandle] = set()
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> FakeAmi:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Session(self), host, port)
+        self._server = await loop.create_server(lambda: Session(self), host, port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -210,20 +213,20 @@ def var_set(uniqueid: str, name: str, variable: str, value: str, *, linkedid: st
     }  # fmt: skip
 
 
-class _Session(asyncio.Protocol):
+class Session(asyncio.Protocol):
     def __init__(self, fake: FakeAmi) -> None:
         self.fake = fake
         self.logged_in = False
         self.answer_pings = True
         self._buffer = b""
         self._closed = False
+        self.transport: Any = None  # uvloop's transports do not subclass asyncio.Transport
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.fake.connections += 1
         self.fake.sessions.add(self)
-        transport.write(BANNER)
+        self.transport.write(BANNER)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -258,7 +261,7 @@ class _Session(asyncio.Protocol):
         else:
             self._answer(name, action)
 
-    def _reply(self, action: Message, response: str, *pairs: tuple[str, str]) -> None:
+    def reply(self, action: Message, response: str, *pairs: tuple[str, str]) -> None:
         head = [("Response", response)]
         if "ActionID" in action:
             head.append(("ActionID", action["ActionID"]))
@@ -270,29 +273,31 @@ class _Session(asyncio.Protocol):
             if action.get("Username") == fake.user and action.get("Secret") == fake.secret:
                 self.logged_in = True
                 fake.logins += 1
-                self._reply(action, "Success", ("Message", "Authentication accepted"))
+                self.reply(action, "Success", ("Message", "Authentication accepted"))
                 self.write(encode([("Event", "FullyBooted"), ("Privilege", "system,all"), ("Uptime", "12"),
                                    ("LastReload", "12"), ("Status", "Fully Booted")]))  # fmt: skip
             else:
-                self._reply(action, "Error", ("Message", "Authentication failed"))
+                self.reply(action, "Error", ("Message", "Authentication failed"))
                 self.transport.close()
         elif not self.logged_in:
-            self._reply(action, "Error", ("Message", "Permission denied"))
+            self.reply(action, "Error", ("Message", "Permission denied"))
         elif name == "ping":
             if self.answer_pings:
-                self._reply(action, "Success", ("Ping", "Pong"), ("Timestamp", f"{time.time():.6f}"))
+                self.reply(action, "Success", ("Ping", "Pong"), ("Timestamp", f"{time.time():.6f}"))
         elif name == "coreshowchannels":
             self.write(fake.core_show_channels(action.get("ActionID", "")))
         elif name == "command":
             self._command(action)
         elif name == "hangup":
             self._hangup(action)
+        elif name in fake.custom:
+            fake.custom[name](self, action)
         elif name == "logoff":
-            self._reply(action, "Goodbye", ("Message", "Thanks for all the fish."))
+            self.reply(action, "Goodbye", ("Message", "Thanks for all the fish."))
             self.transport.close()
         else:
             unknown = f"Invalid/unknown command: {action.get('Action', '')}."
-            self._reply(action, "Error", ("Message", f"{unknown} Use Action: ListCommands to show available commands."))
+            self.reply(action, "Error", ("Message", f"{unknown} Use Action: ListCommands to show available commands."))
 
     def _command(self, action: Message) -> None:
         if self.fake.legacy_command:
@@ -300,14 +305,14 @@ class _Session(asyncio.Protocol):
             self.write((head + "\n".join(self.fake.command_output) + "\n--END COMMAND--\r\n\r\n").encode())
             return
         lines = [("Output", line) for line in self.fake.command_output]
-        self._reply(action, "Success", ("Message", "Command output follows"), *lines)
+        self.reply(action, "Success", ("Message", "Command output follows"), *lines)
 
     def _hangup(self, action: Message) -> None:
         fake = self.fake
         uid = next((u for u, c in fake.channels.items() if c["Channel"] == action.get("Channel")), None)
         if uid is None:
-            self._reply(action, "Error", ("Message", "No such channel"))
+            self.reply(action, "Error", ("Message", "No such channel"))
             return
-        self._reply(action, "Success", ("Message", "Channel Hungup"))
+        self.reply(action, "Success", ("Message", "Channel Hungup"))
         channel = fake.channels[uid]
         fake.emit(hangup(uid, channel["Channel"], linkedid=channel["Linkedid"]))

@@ -185,6 +185,17 @@ async def test_a_character_split_between_two_reads_survives(fake: FakeAmi, conne
     assert connected.registry.channel("m.1").name == "PJSIP/müller-1"  # type: ignore[union-attr]
 
 
+async def test_a_slow_pong_behind_a_stream_of_events_is_not_a_dead_server(
+    fake: FakeAmi, connected: AmiConnection
+) -> None:
+    fake.delays = {"ping": 1.0}  # more than three ping time-outs, while events keep coming
+    for n in range(40):
+        fake.emit(newchannel(f"e.{n}", f"PJSIP/e-{n}"))
+        await asyncio.sleep(0.05)
+    assert connected.logins == 1 and connected.state is State.UP
+    assert len(connected.registry) == 40
+
+
 async def test_an_action_that_times_out_fails_alone(fake: FakeAmi, connected: AmiConnection) -> None:
     fake.silent = {"status"}
     with pytest.raises(AsteriskTimeout) as silent:

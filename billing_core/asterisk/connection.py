@@ -2,8 +2,9 @@
 
 A session: TCP connect and the AMI banner (bounded by `connect_timeout_s`), `Login` (bounded
 by `action_timeout_s`; `Response: Error` is a refused login), `CoreShowChannels` to rebuild
-the channel registry, then the watchdog: a `Ping` every `ping_interval_s`, whose `Pong`
-must come within `ping_timeout_s`. A missing Pong, a lost socket, an Asterisk `Shutdown`
+the channel registry, then the watchdog: a `Ping` every `ping_interval_s`, after which the
+server must say something (the Pong, or the events queued before it) every
+`ping_timeout_s`. A silent server, a lost socket, an Asterisk `Shutdown`
 or any failure ends the session; pending actions fail at once (AsteriskUnavailable) and are
 never sent again on the next connection. The next session starts after a back-off:
 `reconnect_first_s` doubling to `reconnect_max_s` (+ up to 10 % jitter, so several
@@ -256,10 +257,34 @@ class AmiConnection:
                 pass
             else:
                 raise _SessionEnded(self._lost_reason)
-            try:
-                await self._send(proto, build_action("Ping"), t.ping_timeout_s)
-            except AsteriskTimeout:
-                raise _SessionEnded(f"no Pong within {t.ping_timeout_s:g} s") from None
+            await self._ping(proto)
+
+    async def _ping(self, proto: AmiProtocol) -> None:
+        """One Ping. Its Pong comes after every event Asterisk wrote before it, so while reads
+        keep arriving the server is alive and the wait goes on: only `ping_timeout_s` with
+        nothing at all from the server ends the session (a burst of events that takes longer
+        than that to handle must not look like a dead server)."""
+        t = self.timings
+        act = build_action("Ping")
+        if proto.closed:
+            raise AsteriskUnavailable(self.name, self._lost_reason)
+        future: asyncio.Future[Any] = proto.send(act, as_list=act.as_list)
+        self._inflight.add(future)
+        try:
+            while True:
+                reads = proto.reads
+                try:
+                    async with asyncio.timeout(t.ping_timeout_s):
+                        await asyncio.shield(future)
+                    return
+                except TimeoutError:
+                    if proto.reads == reads:
+                        raise _SessionEnded(f"no Pong, and nothing else, within {t.ping_timeout_s:g} s") from None
+        finally:
+            self._inflight.discard(future)
+            if not future.done():
+                future.cancel()
+                proto.forget(act)
 
     def _rebuilt(self, answer: Any) -> None:
         vanished = self.registry.replace(answer)

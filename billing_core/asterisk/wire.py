@@ -98,6 +98,7 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk has no type 
         self.banner: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.banner.add_done_callback(_retrieve)
         self._tail = b""
+        self.reads = 0  # TCP reads so far: the ping watchdog's sign of life
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -106,6 +107,7 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk has no type 
         self.log = WIRE_LOG
 
     def data_received(self, data: bytes) -> None:
+        self.reads += 1
         data = self._tail + data
         cut = data.rfind(b"\n") + 1
         self._tail = data[cut:]

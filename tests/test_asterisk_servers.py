@@ -185,3 +185,22 @@ def test_cli_add_list_remove(
     assert main(["asterisk", "remove", "pbx1"]) == 0
     assert main(["asterisk", "remove", "pbx1"]) == 2
     assert "no server 'pbx1'" in capsys.readouterr().err
+
+
+def test_the_readme_section_works_as_written(tmp_path: Path) -> None:
+    """README "Asterisk servers and AMI": each `$ command` runs in bash as written (from a
+    newcomer's shell, callgate on PATH) and prints what the README shows after it."""
+    import os
+    import sys
+
+    from tests.test_readme_walkthrough import README, Shell, _check_output, _transcript, sh_blocks
+
+    [block] = sh_blocks(README.read_text(encoding="utf-8"), "## Asterisk servers and AMI")
+    env = {name: value for name, value in os.environ.items() if not name.startswith("CALLGATE_")}
+    env |= {"TMPDIR": str(tmp_path), "PATH": os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])}
+    shell = Shell(tmp_path, env, agi_port=0, http_port=0)
+    steps = _transcript(block)
+    assert [command.split()[0] for command, _ in steps[:2]] == ["cd", "callgate"]
+    for command, expected in steps:
+        _check_output(command, shell.run(command), expected)
+    assert shell.cwd.parent == tmp_path and "my-ami-secret" not in (shell.cwd / "callgate.db").read_text("latin-1")

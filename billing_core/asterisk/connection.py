@@ -303,9 +303,11 @@ class AmiConnection:
         self.last_error = reason
         self._up.clear()
         self.registry.mark_unsynced()
-        if was_up:
+        if reason == "closed":
+            log.info("ami.closed", server=self.name)
+        elif was_up:
             log.warning("ami.disconnected", server=self.name, reason=reason)
-        elif reason != "closed":
+        else:
             log.info("ami.connect_failed", server=self.name, reason=reason)
 
     def _fail_inflight(self, reason: str) -> None:

@@ -7,6 +7,7 @@ from decimal import Decimal
 import structlog
 from sqlalchemy import select, text
 
+from billing_core.asterisk.servers import ensure_local_server
 from billing_core.db.engine import Database
 from billing_core.db.migrate import upgrade_to_head
 from billing_core.directory.tables import users
@@ -43,7 +44,8 @@ async def bootstrap(db: Database) -> None:
 
 
 async def seed_base_data(db: Database) -> None:
-    """The master administrator, EUR and the base bill types, where missing."""
+    """The master administrator, EUR, the base bill types and the Asterisk server `local`
+    (when no server is registered), where missing."""
     async with db.begin() as conn:
         if (await conn.execute(select(users.c.id).where(users.c.username == ADMIN_USERNAME))).first() is None:
             account = await create_account(conn)
@@ -62,3 +64,4 @@ async def seed_base_data(db: Database) -> None:
         for name, free, step in BASE_BILL_TYPES:
             if (await conn.execute(select(bill_types.c.id).where(bill_types.c.type == name))).first() is None:
                 await conn.execute(bill_types.insert().values(type=name, free_threshold=free, step=step))
+        await ensure_local_server(conn)

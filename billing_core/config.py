@@ -29,6 +29,11 @@
 | CALLGATE_STARTUP_RETRY_MAX_S | 10 | `serve` with the database down: longest pause between migration / warm-up retries (back-off from 0.5 s) |
 | CALLGATE_WARM_PROFILES | 1000 | extensions whose extension + user profiles are loaded before the FastAGI port opens; 0 = none |
 | CALLGATE_WORKER_MAX_RESTARTS | 10 | worker restarts the supervisor allows within 60 s before it stops `serve` (exit 1) |
+| CALLGATE_AMI_ACTION_TIMEOUT_S | 5 | bound on one AMI action (and on the login) to an Asterisk server (docs/ami.md) |
+| CALLGATE_AMI_PING_INTERVAL_S | 5 | a Ping to each connected Asterisk this often ... |
+| CALLGATE_AMI_PING_TIMEOUT_S | 3 | ... whose Pong must come within this, else the connection is dropped and made again |
+| CALLGATE_AMI_RECONNECT_MAX_S | 30 | longest pause between AMI reconnect attempts (back-off from 0.5 s) |
+| CALLGATE_AMI_REFRESH_S | 5 | how often `serve` re-reads the Asterisk servers (`callgate asterisk add` and `remove` reach it within this) |
 | CALLGATE_BILLSEC_ROUNDING | truncate | talk ms -> whole seconds: truncate (Asterisk's CDR billsec), initiatedseconds (cdr.conf's option: >= 500 ms counts), ceiling |
 """
 
@@ -93,6 +98,11 @@ class Settings:
     warm_profiles: int = 1000
     worker_max_restarts: int = 10
     billsec_rounding: BillsecRounding = DEFAULT_ROUNDING
+    ami_action_timeout_s: float = 5.0
+    ami_ping_interval_s: float = 5.0
+    ami_ping_timeout_s: float = 3.0
+    ami_reconnect_max_s: float = 30.0
+    ami_refresh_s: float = 5.0
     system_currency: str = "EUR"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -136,6 +146,11 @@ class Settings:
             warm_profiles=int(env.get("CALLGATE_WARM_PROFILES", "1000")),
             worker_max_restarts=int(env.get("CALLGATE_WORKER_MAX_RESTARTS", "10")),
             billsec_rounding=parse_rounding(env.get("CALLGATE_BILLSEC_ROUNDING", "")),
+            ami_action_timeout_s=float(env.get("CALLGATE_AMI_ACTION_TIMEOUT_S", "5")),
+            ami_ping_interval_s=float(env.get("CALLGATE_AMI_PING_INTERVAL_S", "5")),
+            ami_ping_timeout_s=float(env.get("CALLGATE_AMI_PING_TIMEOUT_S", "3")),
+            ami_reconnect_max_s=float(env.get("CALLGATE_AMI_RECONNECT_MAX_S", "30")),
+            ami_refresh_s=float(env.get("CALLGATE_AMI_REFRESH_S", "5")),
         )
 
 

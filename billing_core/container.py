@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from billing_core.asterisk.connection import AmiTimings
+from billing_core.asterisk.service import AmiService
 from billing_core.auth.secrets_store import SecretBox
 from billing_core.cache.backend import create_backend
 from billing_core.cache.readthrough import ReadThroughCache
@@ -27,6 +29,7 @@ class Services:
     bans: Bans
     rating: RatingEngine
     call_ledger: CallLedger
+    ami: AmiService  # started by `serve` only (callgate.startup)
     readiness: Readiness = field(default_factory=Readiness)
 
     @classmethod
@@ -35,18 +38,21 @@ class Services:
         db = Database(engine, timeout_s=settings.db_timeout_s)
         cache = ReadThroughCache(create_backend(settings.redis_url, SharedGenerations(db)))
         profiles = Profiles(db, cache)
+        box = SecretBox.from_file(settings.secret_file)
         return cls(
             settings=settings,
             db=db,
             cache=cache,
-            box=SecretBox.from_file(settings.secret_file),
+            box=box,
             profiles=profiles,
             bans=Bans(db, cache, settings, profiles),
             rating=RatingEngine(db, cache),
             call_ledger=_call_ledger(settings, db),
+            ami=AmiService(db, box, _ami_timings(settings), refresh_s=settings.ami_refresh_s),
         )
 
     async def close(self) -> None:
+        await self.ami.close()
         await self.call_ledger.close()
         await self.cache.backend.close()
         await self.db.dispose()
@@ -59,3 +65,12 @@ def _call_ledger(settings: Settings, db: Database) -> CallLedger:
 
         return PgCallLedger(settings.database_url, timeout_s=settings.db_timeout_s)
     return SqlCallLedger(db)
+
+
+def _ami_timings(settings: Settings) -> AmiTimings:
+    return AmiTimings(
+        action_timeout_s=settings.ami_action_timeout_s,
+        ping_interval_s=settings.ami_ping_interval_s,
+        ping_timeout_s=settings.ami_ping_timeout_s,
+        reconnect_max_s=settings.ami_reconnect_max_s,
+    )

@@ -26,6 +26,8 @@ class ErrorCode(StrEnum):
     E_NOT_EXIST = "E_NOT_EXIST"
     E_DOES_NOT_BELONG_TO_YOU = "E_DOES_NOT_BELONG_TO_YOU"
     E_DATA_ABORT = "E_DATA_ABORT"
+    E_ASTERISK_QUERY_ERROR = "E_ASTERISK_QUERY_ERROR"
+    E_SIP_SERVER_NOT_EXIST = "E_SIP_SERVER_NOT_EXIST"
     E_WRONG_EXTENSION = "E_WRONG_EXTENSION"
     E_TRANSACTIONS_LIMITED = "E_TRANSACTIONS_LIMITED"
     E_TRANSACTIONS_LOCKED = "E_TRANSACTIONS_LOCKED"
@@ -52,6 +54,8 @@ DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.E_NOT_EXIST: "Requested item doesn't exist in this context",
     ErrorCode.E_DOES_NOT_BELONG_TO_YOU: "Requested item doesn't belong to you",
     ErrorCode.E_DATA_ABORT: "Incorrect input",
+    ErrorCode.E_ASTERISK_QUERY_ERROR: "Asterisk query execution error",
+    ErrorCode.E_SIP_SERVER_NOT_EXIST: "SIP-server doesn't exist",
     ErrorCode.E_WRONG_EXTENSION: "Invalid SIP login",
     ErrorCode.E_TRANSACTIONS_LIMITED: "Financial transactions are limited",
     ErrorCode.E_TRANSACTIONS_LOCKED: "Financial transactions are locked",

@@ -11,6 +11,8 @@
     callgate agi SCRIPT 'QUERY' [--uniqueid ID]   play one FastAGI session like Asterisk, print the variables
     callgate reconcile (--csv Master.csv | --db-url URL [--table cdr]) [--dry-run] [--stale-after S]
                           charge / release the open holds of calls Asterisk's CDRs show as ended
+    callgate asterisk add NAME --address IP [--sip-server N] [--ami-user U --ami-secret-stdin] …
+    callgate asterisk list | callgate asterisk remove NAME     (callgate/asterisk_cli.py)
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from billing_core.container import Services
 from billing_core.directory.keys import AUTH_METHODS, add_key, list_keys
 from billing_core.errors import ApiError
 from billing_core.rating.directions import DirectionsFileError, import_directions, read_directions_csv
+from callgate import asterisk_cli
 from callgate.logging_setup import configure_logging
 
 
@@ -144,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--stale-after", type=int, default=None,
                      help="seconds after which a hold without any CDR is reported as stale "
                           "(default CALLGATE_MAX_CALL_S + CALLGATE_RESERVATION_GRACE_S)")  # fmt: skip
+    asterisk_cli.add_parser(sub)
     return parser
 
 
@@ -160,7 +164,7 @@ async def _agi(settings: Settings, args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings.from_env()
-    quiet_by_default = args.command in ("demo", "keys", "migrate", "directions", "bans", "agi", "reconcile")
+    quiet_by_default = args.command in ("demo", "keys", "migrate", "directions", "bans", "agi", "reconcile", "asterisk")
     # one-shot commands print what matters; their info-level logs would only bury it
     configure_logging("warning" if quiet_by_default and settings.log_level == "info" else settings.log_level)
     if args.command == "serve":
@@ -229,6 +233,8 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
         return await _agi(settings, args)
     if args.command == "reconcile":
         return await _with_services(settings, lambda s: _reconcile(s, args))
+    if args.command == "asterisk":
+        return await _with_services(settings, lambda s: asterisk_cli.run(s, args))
     raise ValueError(f"unknown command {args.command}")
 
 

@@ -184,6 +184,8 @@ class Worker:
             http=f"{settings.http_host}:{settings.http_port}", database=self.services.db.engine.dialect.name,
             cache=self.services.cache.backend.name, degraded=not ready,
         )  # fmt: skip
+        # AMI connections live beside the listeners; a server that is down never delays them.
+        self.services.ami.start()
         try:
             async with asyncio.TaskGroup() as tasks:
                 background = [tasks.create_task(_replay_loop(self.bridge, SPOOL_REPLAY_INTERVAL_S))]

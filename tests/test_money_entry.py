@@ -137,7 +137,7 @@ def attempts(world: World, role: Role, n: int) -> list[tuple[str, dict[str, str]
                     "user": f"new{n}x{amount}",
                     "web_password": md5_hex("pw"),
                     "accesslevel": "11",
-                    "sip_server": "sip.example",
+                    "sip_server": "127.0.0.1",
                     "sip_extension": f"7{n:03d}{len(amount)}",
                     "sip_password": "sip-secret",
                     "balance": amount,
@@ -193,7 +193,7 @@ async def test_a_partner_with_its_own_key_creates_no_money(services: Services, d
         "user": "rich",
         "web_password": md5_hex("pw"),
         "accesslevel": "11",
-        "sip_server": "sip.example",
+        "sip_server": "127.0.0.1",
         "sip_extension": "70001",
         "sip_password": "sip-secret",
     }

@@ -18,6 +18,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from billing_core.asterisk.servers import check_sip_server
 from billing_core.checks import (
     check_choice,
     check_extension_name,
@@ -91,6 +92,7 @@ async def create_extension(services: LedgerContext, owner: UserRecord, new: NewE
         async with services.db.begin() as conn:
             if await extension_taken(conn, new.sip_extension):
                 raise ApiError(ErrorCode.E_DATA_ABORT, "this SIP login is taken")
+            await check_sip_server(conn, new.sip_server)
             language = (
                 new.sip_language
                 or (await conn.execute(select(users.c.language).where(users.c.id == owner.id))).scalar_one()
@@ -159,6 +161,7 @@ async def update_extension(services: LedgerContext, caller: UserRecord, name: st
 
 
 async def _check_update(conn: AsyncConnection, caller: UserRecord, row: Any, values: dict[str, Any]) -> None:
+    await check_sip_server(conn, values.get("sip_server"))
     if "sip_rates_id" in values:
         # an owner changes its own tariff through switchRates, which charges the switch price
         if row.owner_name == caller.username and not is_admin(caller):

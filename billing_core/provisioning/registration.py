@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from billing_core.asterisk.servers import check_sip_server
 from billing_core.auth.secrets_store import hash_password
 from billing_core.checks import check_extension_name, check_grantable_level, check_length, check_md5, invalid
 from billing_core.clock import utcnow
@@ -79,6 +80,7 @@ async def register_user(
     sip_password_enc = services.box.encrypt(new.sip_password)
     try:
         async with services.db.begin() as conn:
+            await check_sip_server(conn, new.sip_server)
             if (await conn.execute(select(users.c.id).where(users.c.username == new.username))).first():
                 raise ApiError(ErrorCode.E_DATA_ABORT, "this user name is taken")
             if await extension_taken(conn, new.sip_extension):

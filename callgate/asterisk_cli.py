@@ -1,0 +1,70 @@
+"""`callgate asterisk add|list|remove`: the operator's Asterisk servers.
+
+    callgate asterisk add NAME --address IP --sip-server NAME[,NAME…] [--sip-server …]
+                          [--ami-host H] [--ami-port 5038] [--ami-user U]
+                          [--ami-secret S | --ami-secret-stdin] [--disabled] [--replace]
+    callgate asterisk list              one JSON object per line; the AMI secret never
+    callgate asterisk remove NAME
+
+The AMI secret is kept encrypted (the SIP passwords' key, CALLGATE_SECRET_FILE); give it
+on standard input (`--ami-secret-stdin`) to keep it out of the shell history and `ps`.
+A running `callgate serve` follows the table within CALLGATE_AMI_REFRESH_S.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from billing_core.asterisk.servers import DEFAULT_AMI_PORT, ServerSpec, add_server, list_servers, remove_server
+from billing_core.container import Services
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    asterisk = sub.add_parser("asterisk", help="Asterisk servers (AMI)").add_subparsers(
+        dest="asterisk_command", required=True
+    )
+    add = asterisk.add_parser("add", help="register an Asterisk server")
+    add.add_argument("name")
+    add.add_argument("--address", required=True, help="the server's IP address or host name")
+    add.add_argument("--sip-server", action="append", default=[], dest="sip_servers",
+                     help="a sip_server name SIP accounts give for it (repeat, or comma-separate); "
+                          "default: the address")  # fmt: skip
+    add.add_argument("--ami-host", default=None, help="AMI host (default: the address)")
+    add.add_argument("--ami-port", type=int, default=DEFAULT_AMI_PORT)
+    add.add_argument("--ami-user", default="", help="manager.conf user; empty: no AMI for this server")
+    secret = add.add_mutually_exclusive_group()
+    secret.add_argument("--ami-secret", default=None)
+    secret.add_argument("--ami-secret-stdin", action="store_true", help="read the AMI secret from one line of stdin")
+    add.add_argument("--disabled", action="store_true", help="registered, but callgate does not connect to it")
+    add.add_argument("--replace", action="store_true", help="overwrite the server of this name")
+    asterisk.add_parser("list", help="list the servers (never the AMI secret)")
+    remove = asterisk.add_parser("remove", help="remove a server and its sip_server names")
+    remove.add_argument("name")
+
+
+async def run(services: Services, args: argparse.Namespace) -> int:
+    if args.asterisk_command == "add":
+        secret = sys.stdin.readline().rstrip("\r\n") if args.ami_secret_stdin else args.ami_secret
+        spec = ServerSpec(
+            name=args.name,
+            address=args.address,
+            ami_host=args.ami_host or args.address,
+            ami_port=args.ami_port,
+            ami_user=args.ami_user,
+            ami_secret=secret,
+            sip_servers=tuple(args.sip_servers or [args.address]),
+            enabled=not args.disabled,
+        )
+        await add_server(services.db, services.box, spec, replace=args.replace)
+        print(f"asterisk {args.name} saved")
+        return 0
+    if args.asterisk_command == "remove":
+        still_named = await remove_server(services.db, args.name)
+        note = f" ({still_named} SIP accounts still name it)" if still_named else ""
+        print(f"asterisk {args.name} removed{note}")
+        return 0
+    for row in await list_servers(services.db):
+        print(json.dumps(row))
+    return 0

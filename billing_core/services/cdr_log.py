@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing_core.db.tables import cdrs, dids, sip_extensions, users
+from billing_core.money import money_json
 from billing_core.records import UserRecord
 from billing_core.services.clock import wire_time
 from billing_core.services.container import Services
@@ -74,8 +75,8 @@ async def call_log(
             "status": row.status,
             "time": row.length_s,
             "billed_time": row.billed_s,
-            "cost": Decimal(row.cost),
-            "displaycost": Decimal(row.display_cost),
+            "cost": money_json(Decimal(row.cost)),
+            "displaycost": money_json(Decimal(row.display_cost)),
             "displaycurrency": signs.get(row.display_currency, row.display_currency),
         }
         if resolve_info:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing_core.db.tables import accounts, transactions, users
 from billing_core.errors import ApiError, ErrorCode
-from billing_core.money import ZERO, check_storable
+from billing_core.money import ZERO, check_storable, money_json
 from billing_core.records import UserRecord
 from billing_core.services.checks import check_choice, check_length, invalid
 from billing_core.services.clock import utcnow
@@ -234,14 +234,14 @@ async def account_info(
     return {
         "account": row.id,
         "users": list(relation.usernames),
-        "balance": balance,
-        "displaybalance": cur.to_display(balance),
-        "overdraft": overdraft,
-        "displayoverdraft": cur.to_display(overdraft),
+        "balance": money_json(balance),
+        "displaybalance": money_json(cur.to_display(balance)),
+        "overdraft": money_json(overdraft),
+        "displayoverdraft": money_json(cur.to_display(overdraft)),
         "displaycurrency": cur.sign,
         "refill_allowed": row.refill_allowed,
         "postpaid": row.postpaid,
-        "reserved": holds,
+        "reserved": money_json(holds),
         "billing_name": row.billing_name,
         "billing_address": row.billing_address,
         "billing_email": row.billing_email,

@@ -6,6 +6,10 @@
   ROUND_HALF_UP to that precision (`quantize_money`). Intermediate products stay exact.
 - A reservation for a call rounds UP (`quantize_money_up`) so it always covers the charge.
 - Display amounts (user currency) are the ledger amount × eur_course, rounded the same way.
+- An amount in an answer (HTTP JSON number or text, FastAGI variable) is written one way,
+  by `format_money` (JSON: `money_json`, the same digits as a number): rounded half-up to
+  0.0001, then at least two decimals and at most four, trailing zeros beyond the second
+  dropped: 1.00, 0.00, 119.965, 0.0125, -2.50.
 - An amount on the wire is plain ASCII decimal notation with at most 4 decimals and at
   most 14 integer digits (what NUMERIC(18,4) holds); anything else (exponents, more
   decimals, other scripts' digits, which `Decimal()` would accept) is refused, never
@@ -18,6 +22,8 @@ import re
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
 
 MONEY_QUANT = Decimal("0.0001")
+CENT = Decimal("0.01")  # the fewest decimals an answer shows (the spec's getValue: 1.00)
+ZERO_CENTS = Decimal("0.00")
 ZERO = Decimal("0")
 MONEY_LIMIT = Decimal("1e14")  # NUMERIC(18,4): every stored amount is strictly below this
 
@@ -87,12 +93,23 @@ def quantize_money_up(amount: Decimal) -> Decimal:
     return amount.quantize(MONEY_QUANT, rounding=ROUND_CEILING)
 
 
-def format_money(amount: Decimal) -> str:
-    """Wire form of an amount: fixed 4 decimals, e.g. '0.1500', '-2.0000', '0' for zero."""
+def money_json(amount: Decimal) -> Decimal:
+    """An amount as answers show it (see the module rules): 5.0000 -> 5.00, 119.9650 ->
+    119.965, 0 -> 0.00. A Decimal, so that JSON writes it as a number with exactly these
+    digits (simplejson's use_decimal writes str(), which this exponent never puts in
+    exponent notation)."""
     q = quantize_money(amount)
     if q == ZERO:
-        return "0"
-    return f"{q:f}"
+        return ZERO_CENTS  # also for -0.0000: never "-0.00"
+    cents = q.quantize(CENT)
+    # A third or fourth decimal that is not zero stays: normalize() drops only trailing zeros,
+    # and with a non-zero decimal digit its exponent stays negative (no "1E+2").
+    return cents if cents == q else q.normalize()
+
+
+def format_money(amount: Decimal) -> str:
+    """The text of an amount in an answer (getValue, callFinish, CALLGATE_COST): money_json's digits."""
+    return f"{money_json(amount):f}"
 
 
 def to_display(amount_eur: Decimal, eur_course: Decimal) -> Decimal:

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import Final
-from urllib.parse import parse_qsl
 
 from billing_core.errors import ErrorCode
+from billing_core.percent import unquote
 from fastagi.contract import VAR_RESULT
 from fastagi.messages import AGIRequest
 
@@ -96,17 +96,20 @@ def split_script(network_script: str) -> tuple[str, str]:
 def parse_query(query: str) -> dict[str, str]:
     """A URL query -> dict (last value wins, blank values kept).
 
-    A literal '+' is kept as '+': the dialplan builds the query from raw variables
-    (`callerid=${CALLERID(num)}`), so '+74951234567' must not turn into ' 74951234567'.
-    Asterisk's own URIENCODE writes a space as %20, never as '+'.
+    `%XX` escapes are decoded and any other `%` is literal, as over HTTP
+    (billing_core/percent.py): `callerid=100%` is `100%`. A literal '+' is kept as '+':
+    the dialplan builds the query from raw variables (`callerid=${CALLERID(num)}`), so
+    '+74951234567' must not turn into ' 74951234567'. Asterisk's own URIENCODE writes a
+    space as %20, never as '+'.
     """
-    if "%" in query or "+" in query:
-        return dict(parse_qsl(query.replace("+", "%2B"), keep_blank_values=True))
-    # Nothing to unquote (the usual query): what parse_qsl does, without its per-field calls.
+    escaped = "%" in query
     pairs: dict[str, str] = {}
     for field in query.split("&"):
         if field:
             name, _, value = field.partition("=")
+            if escaped:  # the usual query has nothing to unquote: no call per field
+                name = unquote(name, plus_is_space=False, errors="replace")
+                value = unquote(value, plus_is_space=False, errors="replace")
             pairs[name] = value
     return pairs
 

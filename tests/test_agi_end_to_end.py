@@ -105,10 +105,10 @@ async def test_prepare_then_finish_sets_variables_and_charges_once(gate: Gate) -
     # 12.001 s answered -> 12 s (truncated, as Asterisk's billsec) -> 12 s billed = 2 steps * 0.06
     # + 0.05 = 0.17
     assert f["CALLGATE_RESULT"] == "Saved"
-    assert f["CALLGATE_COST"] == "0.1700"
+    assert f["CALLGATE_COST"] == "0.17"
     assert f["CALLGATE_CURRENCY"] == "EUR"
     assert f["CALLGATE_ANSWER"] == (
-        "Saved RussiaMobileTele2 [79020000002/79010000001] via [route1-cli] 12 0.1700 EUR ANSWER"
+        "Saved RussiaMobileTele2 [79020000002/79010000001] via [route1-cli] 12 0.17 EUR ANSWER"
     )
     assert await balance_of(gate.services, world.account) == Decimal("0.8300")
 
@@ -137,7 +137,7 @@ async def test_empty_status_closes_the_attempt_unanswered(gate: Gate) -> None:
     assert finished.raw_sent.count(b"HANGUP\n") == 2  # the handler runs on a dead channel
     assert finished.variables["CALLGATE_RESULT"] == "Saved"
     assert finished.variables["CALLGATE_ERROR"] == ""
-    assert finished.variables["CALLGATE_COST"] == "0"
+    assert finished.variables["CALLGATE_COST"] == "0.00"
     async with gate.services.db.begin() as conn:
         rows = (await conn.execute(select(cdrs).where(cdrs.c.call_uid == "e1"))).all()
         holds = (await conn.execute(select(reservations).where(reservations.c.call_uid == "e1"))).all()
@@ -156,7 +156,7 @@ async def test_failover_attempts_are_separate_calls(gate: Gate) -> None:
     congestion = "login=10000&destination=79010000001&prior=1&length=0&status=CONGESTION&answered_ms="
     closed = await gate.agi("callFinish", congestion, uniqueid="c2")
     assert closed.variables["CALLGATE_RESULT"] == "Saved"
-    assert closed.variables["CALLGATE_COST"] == "0"
+    assert closed.variables["CALLGATE_COST"] == "0.00"
     second = await gate.agi("callPrepare", "login=10000&destination=79010000001&prior=2", uniqueid="c2")
     assert second.variables["CALLGATE_ROUTE"] == "route2"
     third = await gate.agi("callPrepare", "login=10000&destination=79010000001&prior=3", uniqueid="c2")
@@ -273,9 +273,9 @@ async def test_real_asterisk_transcripts_replay_through_the_whole_service(gate: 
             expected = {"Allowed", "Declined"}
         assert result.variables["CALLGATE_RESULT"] in expected, (path.name, result.variables)
     # 011: 2001 ms answered -> 3 s billed (byminute step 60 -> 60 s at 0.60) = 0.60
-    assert answers["011-callFinish-1234502-prior1-ANSWER.json"]["CALLGATE_COST"] == "0.6000"
-    assert answers["014-callFinish-3000000-prior1-NOANSWER.json"]["CALLGATE_COST"] == "0"
-    assert answers["003-callFinish-4000003-prior1-CONGESTION.json"]["CALLGATE_COST"] == "0"
+    assert answers["011-callFinish-1234502-prior1-ANSWER.json"]["CALLGATE_COST"] == "0.60"
+    assert answers["014-callFinish-3000000-prior1-NOANSWER.json"]["CALLGATE_COST"] == "0.00"
+    assert answers["003-callFinish-4000003-prior1-CONGESTION.json"]["CALLGATE_COST"] == "0.00"
     charged = sum(
         (Decimal(v["CALLGATE_COST"]) for name, v in answers.items() if v.get("CALLGATE_COST") and name < "015"),
         Decimal(0),
@@ -284,11 +284,11 @@ async def test_real_asterisk_transcripts_replay_through_the_whole_service(gate: 
     assert await balance_of(gate.services, admin.account_id) == Decimal("1000") - charged
     # 015-027 as recorded (old dialplan: length=0, answered_ms = ANSWEREDTIME_MS): 016 3005 ms,
     # 020 16400 ms, 027 3006 ms, each under a minute -> 0.60; the CONGESTION prior 1 (025) is 0.
-    assert answers["025-callFinish-4915400000003-prior1-CONGESTION.json"]["CALLGATE_COST"] == "0"
+    assert answers["025-callFinish-4915400000003-prior1-CONGESTION.json"]["CALLGATE_COST"] == "0.00"
     assert answers["026-callPrepare-4915400000003-prior2.json"]["CALLGATE_ROUTE"] == "carrier-b"
     assert answers["026-callPrepare-4915400000003-prior2.json"]["CALLGATE_ROUTE_PREFIX"] == "9"
     dora_charged = [answers[n]["CALLGATE_COST"] for n in sorted(answers) if n >= "015" and "ANSWER" in n]
-    assert dora_charged == ["0.6000", "0.6000", "0.6000"]
+    assert dora_charged == ["0.60", "0.60", "0.60"]
     assert await balance_of(gate.services, dora.account_id) == Decimal("1000") - Decimal("1.8000")
     async with gate.services.db.begin() as conn:
         dora_cdrs = (await conn.execute(select(cdrs).where(cdrs.c.account_id == dora.account_id))).all()

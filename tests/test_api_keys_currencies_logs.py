@@ -75,9 +75,13 @@ async def test_add_key_refuses_bad_keys_and_levels_above_the_callers(
     }
     for expected, args in cases.items():
         assert code(await call(dispatcher, keys.client, "addKey", login(ops, **args))) == expected, args
-    for field, value in (("auth_by", "msisdn"), ("source", "10.0.0.0/33"), ("apikey", "short"), ("secure_only", "2")):
+    bad = (("auth_by", "paymentmethod"), ("source", "10.0.0.0/33"), ("apikey", "short"), ("secure_only", "2"))
+    for field, value in bad:
         out = await call(dispatcher, keys.client, "addKey", login(ops, **new_key(**{field: value})))
         assert code(out) == "E_INVALID_ARGUMENT", field
+    for sim in ("msisdn", "iccid"):  # the spec's, but there are no SIM cards to find a user by
+        out = await call(dispatcher, keys.client, "addKey", login(ops, **new_key(auth_by=sim)))
+        assert code(out) == "E_UNDEFINED_INSTRUCTION", sim
     no_key = {k: v for k, v in new_key().items() if k != "apikey"}
     assert code(await call(dispatcher, keys.client, "addKey", login(ops, **no_key))) == "E_MISSING_ARGUMENT"
     assert code(await call(dispatcher, keys.client, "addKey", login(res, **new_key()))) == "E_INSUFFICIENT_ACCESS"

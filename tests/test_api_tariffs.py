@@ -301,8 +301,11 @@ async def test_get_rates_shape_and_prices(world: World, priced: dict[str, int]) 
     answer = await world.ok("getRates", "corp1", id=t)
     assert [d["code"] for d in answer] == ["49", "7901"]
     tele2 = answer[1]
-    assert set(tele2) == {"id", "code", "direction", "routing"}
-    assert (tele2["id"], tele2["direction"]) == (priced["tele2"], "Russia Mobile - Tele2")
+    # the spec's "direction ID": "direction name" key, beside callgate's own fields
+    assert set(tele2) == {str(priced["tele2"]), "id", "code", "direction", "routing"}
+    assert tele2[str(priced["tele2"])] == tele2["direction"] == "Russia Mobile - Tele2"
+    assert tele2["id"] == priced["tele2"]
+    assert answer[0][str(priced["de"])] == answer[0]["direction"]
     assert tele2["routing"] == [
         # displaycost = cost × multiplier 1.5, in EUR for corp1
         {"routename": "c1-main", "route": priced["r1"], "displaycost": Decimal("0.225"), "priority": 1,

@@ -137,8 +137,8 @@ async def test_get_value_answers_one_attribute_as_text(services: Services, dispa
     async def value(user: MadeUser, prop: str) -> Outcome:
         return await call(dispatcher, keys.client, "getValue", login(user, property=prop))
 
-    assert (await value(alice, "balance")).value.text == "1.0000"
-    assert (await value(alice, "displaybalance")).value.text == "100.0000"
+    assert (await value(alice, "balance")).value.text == "1.00"  # the spec's example
+    assert (await value(alice, "displaybalance")).value.text == "100.00"
     assert (await value(alice, "username")).value.text == "alice"
     assert (await value(alice, "account")).value.text == str(alice.account_id)
     assert (await value(alice, "sip_extension")).value.text == "10001"

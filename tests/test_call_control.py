@@ -55,7 +55,7 @@ async def test_duplicate_finish_charges_once_and_answers_the_same(services: Serv
     again = text_of(await finish(dispatcher, std.key, "alice", NUMBER, length="61", call_uid="1700000000.1"))
     # a retry with other numbers still replays the stored answer
     other = text_of(await finish(dispatcher, std.key, "alice", NUMBER, length="3000", call_uid="1700000000.1"))
-    assert first.text == "Saved Russia [alice/74951234567] via [route1-cli] 120 0.2000 EUR ANSWER"
+    assert first.text == "Saved Russia [alice/74951234567] via [route1-cli] 120 0.20 EUR ANSWER"
     assert again == first and other == first
     assert await balance_of(services, made.account_id) == Decimal("9.8000")
     books = await ledger_of(services, made.account_id)
@@ -71,7 +71,7 @@ async def test_concurrent_duplicate_finish_charges_once(services: Services, disp
         *(finish(dispatcher, std.key, "alice", NUMBER, length="125", call_id="dup") for _ in range(5))
     )
     texts = {text_of(o).text for o in outcomes}
-    assert texts == {"Saved Russia [alice/74951234567] via [route1-cli] 180 0.3000 EUR ANSWER"}
+    assert texts == {"Saved Russia [alice/74951234567] via [route1-cli] 180 0.30 EUR ANSWER"}
     assert await balance_of(services, made.account_id) == Decimal("9.7000")
     books = await ledger_of(services, made.account_id)
     assert (len(books.cdrs), len(books.transactions)) == (1, 1)
@@ -96,7 +96,7 @@ async def test_prepare_replayed_after_its_finish_holds_nothing(services: Service
     std, made = await _setup(services, balance="1")
     text_of(await prepare(dispatcher, std.key, "alice", NUMBER, call_id="over"))
     saved = text_of(await finish(dispatcher, std.key, "alice", NUMBER, length="61", call_id="over"))
-    assert saved.text == "Saved Russia [alice/74951234567] via [route1-cli] 120 0.2000 EUR ANSWER"
+    assert saved.text == "Saved Russia [alice/74951234567] via [route1-cli] 120 0.20 EUR ANSWER"
     outcome = await prepare(dispatcher, std.key, "alice", NUMBER, call_id="over")
     assert outcome.error is not None and outcome.error.code is ErrorCode.E_DATA_ABORT
     books = await ledger_of(services, made.account_id)
@@ -150,7 +150,7 @@ async def test_late_finish_after_expiry_charges_once_capped_at_max_time(
     first = text_of(await finish(dispatcher, std.key, "alice", NUMBER, length="900", call_id="late"))
     again = text_of(await finish(dispatcher, std.key, "alice", NUMBER, length="900", call_id="late"))
     assert first == again
-    assert first.text == "Saved Russia [alice/74951234567] via [route1-cli] 600 1.0000 EUR ANSWER"
+    assert first.text == "Saved Russia [alice/74951234567] via [route1-cli] 600 1.00 EUR ANSWER"
     assert await balance_of(services, made.account_id) == Decimal("0.0000")
     books = await ledger_of(services, made.account_id)
     assert books.reservations == []  # the hold ended with the charge
@@ -163,7 +163,7 @@ async def test_billed_length_is_capped_at_the_reserved_max_time(services: Servic
     saved = text_of(
         await finish(dispatcher, std.key, "alice", NUMBER, length="400", answered_ms="400500", call_id="cap")
     )
-    assert saved.fields["CALLGATE_COST"] == "0.5000"
+    assert saved.fields["CALLGATE_COST"] == "0.50"
     assert await balance_of(services, made.account_id) == Decimal("-0.2000")  # exactly −overdraft, not below
 
 
@@ -171,7 +171,7 @@ async def test_finish_without_reservation_still_rates_and_charges(services: Serv
     std, made = await _setup(services)
     # over HTTP without call_id: a fresh id, no hold, no cap
     saved = text_of(await finish(dispatcher, std.key, "alice", NUMBER, length="7200"))
-    assert saved.text == "Saved Russia [alice/74951234567] via [route1-cli] 7200 12.0000 EUR ANSWER"
+    assert saved.text == "Saved Russia [alice/74951234567] via [route1-cli] 7200 12.00 EUR ANSWER"
     assert await balance_of(services, made.account_id) == Decimal("-2.0000")
     books = await ledger_of(services, made.account_id)
     assert books.reservations == [] and len(books.cdrs) == 1 and len(books.transactions) == 1
@@ -184,7 +184,7 @@ async def test_rate_is_locked_in_at_prepare(services: Services, dispatcher: Disp
     await std.world.set_entry_cost(std.mobile_entry, "0.90")
     await std.world.set_route_enabled(std.route1, False)  # prior 1 would now be route2
     saved = text_of(await finish(dispatcher, std.key, "alice", mobile, length="60", call_id="locked"))
-    assert saved.text == "Saved RussiaMobile [alice/79111234567] via [route1-cli] 60 0.1000 EUR ANSWER"
+    assert saved.text == "Saved RussiaMobile [alice/79111234567] via [route1-cli] 60 0.10 EUR ANSWER"
     assert await balance_of(services, made.account_id) == Decimal("9.9000")
 
 
@@ -195,7 +195,7 @@ async def test_a_call_whose_only_route_went_away_is_charged_at_its_hold(
     text_of(await prepare(dispatcher, std.key, "alice", NUMBER, call_id="orphan"))  # Russia: route1 only
     await std.world.set_route_enabled(std.route1, False)  # rating it now: E_UNROUTABLE
     saved = text_of(await finish(dispatcher, std.key, "alice", NUMBER, length="61", call_id="orphan"))
-    assert saved.text == "Saved Russia [alice/74951234567] via [route1-cli] 120 0.2000 EUR ANSWER"
+    assert saved.text == "Saved Russia [alice/74951234567] via [route1-cli] 120 0.20 EUR ANSWER"
     assert await balance_of(services, made.account_id) == Decimal("9.8000")
     books = await ledger_of(services, made.account_id)
     assert books.reservations == [] and len(books.cdrs) == 1
@@ -238,18 +238,18 @@ async def test_expiry_loop_marks_expired_holds(services: Services, dispatcher: D
 @pytest.mark.parametrize(
     ("status", "cost"),
     [
-        ("ANSWER", "0.1000"),
-        ("200ANSWER", "0.1000"),
-        ("0CANCEL", "0"),
-        ("BUSY", "0"),
-        ("NOANSWER", "0"),
-        ("CANCEL", "0"),
-        ("CONGESTION", "0"),
-        ("CHANUNAVAIL", "0"),
-        ("DONTCALL", "0"),
-        ("TORTURE", "0"),
-        ("INVALIDARGS", "0"),
-        ("486BUSY", "0"),
+        ("ANSWER", "0.10"),
+        ("200ANSWER", "0.10"),
+        ("0CANCEL", "0.00"),
+        ("BUSY", "0.00"),
+        ("NOANSWER", "0.00"),
+        ("CANCEL", "0.00"),
+        ("CONGESTION", "0.00"),
+        ("CHANUNAVAIL", "0.00"),
+        ("DONTCALL", "0.00"),
+        ("TORTURE", "0.00"),
+        ("INVALIDARGS", "0.00"),
+        ("486BUSY", "0.00"),
     ],
 )
 async def test_status_forms_and_only_answer_costs(
@@ -301,7 +301,7 @@ async def test_missing_arguments(services: Services, dispatcher: Dispatcher) -> 
 async def test_empty_answered_ms_falls_back_to_length(services: Services, dispatcher: Dispatcher) -> None:
     std, made = await _setup(services)
     saved = text_of(await finish(dispatcher, std.key, "alice", NUMBER, length="30", answered_ms="", cause="16"))
-    assert saved.fields["CALLGATE_COST"] == "0.1000"  # 30 s → one minute
+    assert saved.fields["CALLGATE_COST"] == "0.10"  # 30 s → one minute
     cdr = (await ledger_of(services, made.account_id)).cdrs[0]
     assert (cdr.length_s, cdr.answered_ms, cdr.billed_s, cdr.cause) == (30, None, 60, "16")
 
@@ -327,7 +327,7 @@ async def test_finish_on_another_worker_and_a_late_duplicate_on_the_first(
         await other.close()
     # The first worker still remembers its hold; its retry must not charge again.
     again = text_of(await finish(dispatcher, std.key, "alice", NUMBER, length="61", call_id="w-1"))
-    assert first.text == "Saved Russia [alice/74951234567] via [route1-cli] 120 0.2000 EUR ANSWER"
+    assert first.text == "Saved Russia [alice/74951234567] via [route1-cli] 120 0.20 EUR ANSWER"
     assert again == first
     assert await balance_of(services, made.account_id) == Decimal("9.8000")
     books = await ledger_of(services, made.account_id)

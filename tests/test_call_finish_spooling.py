@@ -92,7 +92,7 @@ async def _spooled_then_replayed_once(node: Node, uid: str, account: int) -> Non
     assert await _rows(node.services, uid) == (1, 0)  # one CDR, the hold ended with it
     # The dialplan retrying, and a second replay, change nothing.
     again = await node.agi("callFinish", FINISH, uid)
-    assert again["CALLGATE_RESULT"] == "Saved" and again["CALLGATE_COST"] == "0.1700"
+    assert again["CALLGATE_RESULT"] == "Saved" and again["CALLGATE_COST"] == "0.17"
     report = await node.bridge.replay_spool()
     assert report is not None and report.done == 0
     assert await balance_of(node.services, account) == Decimal("0.8300")
@@ -151,7 +151,7 @@ async def test_an_empty_call_id_is_absent_over_fastagi(node: Node) -> None:
     prepared = await node.agi("callPrepare", PREPARE + "&call_id=", "u20e")
     assert prepared["CALLGATE_RESULT"] == "Allowed", prepared
     finished = await node.agi("callFinish", FINISH + "&call_id=", "u20e")
-    assert (finished["CALLGATE_RESULT"], finished["CALLGATE_COST"]) == ("Saved", "0.1700"), finished
+    assert (finished["CALLGATE_RESULT"], finished["CALLGATE_COST"]) == ("Saved", "0.17"), finished
     assert await balance_of(node.services, world.account) == Decimal("0.8300")
     assert await _rows(node.services, "u20e") == (1, 0)  # the uniqueid is the call, as without call_id
 
@@ -176,5 +176,5 @@ async def test_an_empty_call_id_is_absent_over_http(services: Services) -> None:
     finally:
         await runner.cleanup()
     assert prepared[0] == 200 and prepared[1].startswith("Allowed "), prepared
-    assert finished[0] == 200 and " 12 0.1700 EUR ANSWER" in finished[1], finished
+    assert finished[0] == 200 and " 12 0.17 EUR ANSWER" in finished[1], finished
     assert await balance_of(services, world.account) == Decimal("0.8300")

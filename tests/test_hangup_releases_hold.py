@@ -101,7 +101,7 @@ async def _released(gate: Gate, uid: str, account: int) -> None:
     assert await balance_of(gate.services, account) == Decimal("1.0000")
     # The dialplan's own handler may still send callFinish for it: the stored answer, no charge.
     late = await gate.agi("callFinish", PREPARE + "&length=0&status=&answered_ms=0", uid)
-    assert late.variables["CALLGATE_RESULT"] == "Saved" and " 0 0 EUR" in late.variables["CALLGATE_ANSWER"]
+    assert late.variables["CALLGATE_RESULT"] == "Saved" and " 0 0.00 EUR" in late.variables["CALLGATE_ANSWER"]
     later = await gate.agi("callFinish", PREPARE + "&length=30&status=ANSWER&answered_ms=30000", uid)
     assert later.variables == late.variables  # the stored answer: charged once, at 0
     assert await _rows(gate.services, uid) == ([("", 0, Decimal("0"))], 0)
@@ -137,7 +137,7 @@ async def test_an_answer_delivered_to_a_live_channel_keeps_its_hold(gate: Gate) 
     assert result.variables["CALLGATE_RESULT"] == "Allowed"
     assert await _rows(gate.services, "live") == ([], 1)
     finished = await gate.agi("callFinish", PREPARE + "&length=13&status=ANSWER&answered_ms=12001", "live")
-    assert finished.variables["CALLGATE_COST"] == "0.1700"
+    assert finished.variables["CALLGATE_COST"] == "0.17"
     assert await balance_of(gate.services, world.account) == Decimal("0.8300")
     assert await _rows(gate.services, "live") == ([("ANSWER", 12, Decimal("0.1700"))], 0)
 

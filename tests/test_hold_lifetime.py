@@ -66,7 +66,7 @@ async def test_a_call_ringing_longer_than_the_grace_keeps_its_hold(
     assert text_of(other).error == "E_INSUFFICIENT_MONEY"
 
     saved = text_of(await finish(dispatcher, std.key, "alice", NUMBER, length="590", call_id="rings"))
-    assert saved.text == "Saved Russia [alice/74951234567] via [route1-cli] 600 1.0000 EUR ANSWER"
+    assert saved.text == "Saved Russia [alice/74951234567] via [route1-cli] 600 1.00 EUR ANSWER"
     assert await balance_of(services, made.account_id) == Decimal("0.0000")  # never below −overdraft (0)
     assert text_of(await prepare(dispatcher, std.key, "alice", NUMBER, call_id="other")).error == "E_INSUFFICIENT_MONEY"
 

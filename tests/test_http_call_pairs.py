@@ -49,7 +49,7 @@ async def test_an_http_pair_closes_its_hold_and_frees_the_money(services: Servic
     first = await answer(api, key, "callPrepare", login="hc", destination=RUSSIA)
     assert first.startswith("Allowed 600 ")  # 1.00 EUR at 0.10/min: the whole balance is held
     saved = await answer(api, key, "callFinish", login="hc", destination=RUSSIA, length="60", status="0ANSWER")
-    assert saved.startswith("Saved ") and " 60 0.1000 EUR " in saved, saved
+    assert saved.startswith("Saved ") and " 60 0.10 EUR " in saved, saved
     books = await ledger_of(services, made.account_id)
     assert [r.state for r in books.reservations] == []  # the hold was closed with the charge
     assert [(c.billed_s, c.cost) for c in books.cdrs] == [(60, Decimal("0.1000"))]

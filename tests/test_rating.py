@@ -109,7 +109,7 @@ async def test_active_option_overrides_base_for_its_directions_only(services: Se
     assert text_of(await prepare(dispatcher, std.key, login, "79111234567", prior="2")).error == "E_UNROUTABLE"
     # Charged at the option's price and bill type: 61 s × 0.06/60 = 0.0610.
     saved = text_of(await finish(dispatcher, std.key, login, "79111234567", length="61", call_id="opt"))
-    assert saved.fields["CALLGATE_COST"] == "0.0610"
+    assert saved.fields["CALLGATE_COST"] == "0.061"
 
 
 async def test_extension_tariff_wins_over_user_tariff(services: Services, dispatcher: Dispatcher) -> None:
@@ -164,7 +164,7 @@ async def test_call_to_a_local_extension_is_internal_and_free(services: Services
     assert answer.result == "Allowed"
     assert answer.text == f"Allowed {services.settings.max_call_s} 1002 alice internal - internal -1 -1"
     saved = text_of(await finish(dispatcher, std.key, login, "1002", length="600", call_id="int-1"))
-    assert saved.text == "Saved internal [alice/1002] via [internal] 600 0 EUR ANSWER"
+    assert saved.text == "Saved internal [alice/1002] via [internal] 600 0.00 EUR ANSWER"
     books = await ledger_of(services, made.account_id)
     assert books.reservations == []  # the free hold ended with the (zero) charge
     assert [(c.cost, c.billed_s, c.direction, c.route) for c in books.cdrs] == [
@@ -242,23 +242,23 @@ async def test_user_status_blocks_calls(
     ("bill", "cost", "multiplier", "fee", "args", "billed", "charged"),
     [
         # byminute (0 s free, 60 s step): 61 s bills 120 s at 0.10 → 0.2000
-        ("byminute", "0.10", "1", "0", {"length": "61"}, 120, "0.2000"),
+        ("byminute", "0.10", "1", "0", {"length": "61"}, 120, "0.20"),
         # bysecond: 61 s × 0.10/60 = 0.101666… → 0.1017 (half up, once)
         ("bysecond", "0.10", "1", "0", {"length": "61"}, 61, "0.1017"),
         # answered_ms is exact and wins over length: 61 999 ms → 61 s (truncated, as Asterisk's
         # CDR billsec; CALLGATE_BILLSEC_ROUNDING default) → 0.1017
         ("bysecond", "0.10", "1", "0", {"length": "1", "answered_ms": "61999"}, 61, "0.1017"),
         # answered_ms=0 (unset) falls back to length
-        ("bysecond", "0.10", "1", "0", {"length": "30", "answered_ms": "0"}, 30, "0.0500"),
+        ("bysecond", "0.10", "1", "0", {"length": "30", "answered_ms": "0"}, 30, "0.05"),
         # half-up at the last digit: 30 s × 0.0001/60 = 0.00005 → 0.0001
         ("bysecond", "0.0001", "1", "0", {"length": "30"}, 30, "0.0001"),
         # (5 s free, 30 s step), 0.12 × 1.5 = 0.18/min, fee 0.05
-        ("t5s30", "0.12", "1.5", "0.05", {"length": "5"}, 0, "0"),
-        ("t5s30", "0.12", "1.5", "0.05", {"length": "6"}, 30, "0.1400"),
-        ("t5s30", "0.12", "1.5", "0.05", {"length": "31"}, 60, "0.2300"),
+        ("t5s30", "0.12", "1.5", "0.05", {"length": "5"}, 0, "0.00"),
+        ("t5s30", "0.12", "1.5", "0.05", {"length": "6"}, 30, "0.14"),
+        ("t5s30", "0.12", "1.5", "0.05", {"length": "31"}, 60, "0.23"),
         # unanswered: nothing, whatever the length
-        ("t5s30", "0.12", "1.5", "0.05", {"length": "31", "status": "BUSY"}, 0, "0"),
-        ("t5s30", "0.12", "1.5", "0.05", {"length": "0"}, 0, "0"),
+        ("t5s30", "0.12", "1.5", "0.05", {"length": "31", "status": "BUSY"}, 0, "0.00"),
+        ("t5s30", "0.12", "1.5", "0.05", {"length": "0"}, 0, "0.00"),
     ],
 )
 async def test_cost_arithmetic(
@@ -394,7 +394,7 @@ async def test_direction_name_loses_its_spaces_in_the_line_only(services: Servic
     assert answer.text.split(" ")[4] == "RussiaMobile"
     assert answer.fields["CALLGATE_DIRECTION"] == "Russia Mobile"
     saved = text_of(await finish(dispatcher, std.key, login, "79111234567", length="0", status="0CANCEL", call_id="sp"))
-    assert saved.text == "Saved RussiaMobile [alice/79111234567] via [route1-cli] 0 0 EUR 0CANCEL"
+    assert saved.text == "Saved RussiaMobile [alice/79111234567] via [route1-cli] 0 0.00 EUR 0CANCEL"
 
 
 async def test_callerid_precedence(services: Services, dispatcher: Dispatcher) -> None:
@@ -432,8 +432,8 @@ async def test_cost_is_shown_in_the_users_currency(services: Services, dispatche
     text_of(await prepare(dispatcher, std.key, "kate", "74951234567", call_id="rub"))
     saved = text_of(await finish(dispatcher, std.key, "kate", "74951234567", length="61", call_id="rub"))
     # 120 s × 0.10/60 = 0.2000 EUR = 20.1000 RUB; the ledger is in EUR
-    assert saved.text == "Saved Russia [kate/74951234567] via [route1-cli] 120 20.1000 RUB ANSWER"
-    assert dict(saved.fields) == {"CALLGATE_COST": "20.1000", "CALLGATE_CURRENCY": "RUB"}
+    assert saved.text == "Saved Russia [kate/74951234567] via [route1-cli] 120 20.10 RUB ANSWER"
+    assert dict(saved.fields) == {"CALLGATE_COST": "20.10", "CALLGATE_CURRENCY": "RUB"}
     assert await balance_of(services, made.account_id) == Decimal("9.8000")
     books = await ledger_of(services, made.account_id)
     assert [(c.cost, c.display_cost, c.display_currency) for c in books.cdrs] == [
@@ -449,11 +449,13 @@ async def test_saved_answer_has_the_spec_form(services: Services, dispatcher: Di
     args = {"call_id": "spec"}
     assert text_of(await prepare(dispatcher, std.key, "10000", "79020000002", **args)).result == "Allowed"
     saved = text_of(await finish(dispatcher, std.key, "10000", "79020000002", length="0", status="0CANCEL", **args))
-    assert saved.text == "Saved RussiaMobile-Tele2 [79010000001/79020000002] via [route1-cli] 0 0 EUR 0CANCEL"
+    # The spec's example prints the zero cost as "0"; every answer writes money one way
+    # (docs/billing.md, "Money in answers").
+    assert saved.text == "Saved RussiaMobile-Tele2 [79010000001/79020000002] via [route1-cli] 0 0.00 EUR 0CANCEL"
     assert (saved.result, saved.ok, dict(saved.fields)) == (
         "Saved",
         True,
-        {"CALLGATE_COST": "0", "CALLGATE_CURRENCY": "EUR"},
+        {"CALLGATE_COST": "0.00", "CALLGATE_CURRENCY": "EUR"},
     )
 
 
@@ -507,7 +509,7 @@ async def test_unknown_user_currency_is_shown_in_eur(services: Services, dispatc
     std = await standard_world(services)
     await make_user(services, "lena", balance=Decimal("10"), rates_id=std.base, currency="XXX")
     saved = text_of(await finish(dispatcher, std.key, "lena", "74951234567", length="60"))
-    assert saved.text.endswith(" 60 0.1000 EUR ANSWER")
+    assert saved.text.endswith(" 60 0.10 EUR ANSWER")
 
 
 async def test_switch_price_is_not_charged_per_call_but_connect_fee_is(

@@ -14,6 +14,7 @@ from billing_core.directory.tables import sip_extensions, users
 from billing_core.ledger.context import LedgerContext
 from billing_core.ledger.currency import all_currencies
 from billing_core.ledger.tables import cdrs
+from billing_core.money import money_json
 from billing_core.numbers.tables import dids
 from billing_core.records import UserRecord
 
@@ -76,8 +77,8 @@ async def call_log(
             "status": row.status,
             "time": row.length_s,
             "billed_time": row.billed_s,
-            "cost": Decimal(row.cost),
-            "displaycost": Decimal(row.display_cost),
+            "cost": money_json(Decimal(row.cost)),
+            "displaycost": money_json(Decimal(row.display_cost)),
             "displaycurrency": signs.get(row.display_currency, row.display_currency),
         }
         if resolve_info:

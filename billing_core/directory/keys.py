@@ -24,6 +24,9 @@ from billing_core.directory.tables import api_keys
 from billing_core.errors import ApiError, ErrorCode
 
 AUTH_METHODS = ("username", "sip_extension", "id")
+# The spec's other values ("id,username,sip_extension,msisdn,iccid..."): a user is found by
+# the MSISDN or ICCID of a SIM card, and callgate has no SIM cards yet.
+AUTH_METHODS_NEEDING_SIM_CARDS = ("msisdn", "iccid")
 MIN_KEY_LEN = 16
 MAX_KEY_LEN = 128
 MIN_KEY_BITS = 64
@@ -40,6 +43,23 @@ def key_strength_problem(key: str) -> str | None:
     if key in (key + key)[1:-1]:  # true exactly when key is a shorter string repeated
         return "apikey is too weak: it repeats a shorter string"
     return None
+
+
+def check_auth_by(auth_by: str) -> None:
+    """A key's `auth_by` must be one callgate can authorize by (addKey, updateKey, the CLI).
+
+    The spec's msisdn and iccid are well-formed requests this server cannot carry out
+    (E_UNDEFINED_INSTRUCTION, "Method can't be executed"); anything else is not an
+    authorization method at all (E_INVALID_ARGUMENT)."""
+    if auth_by in AUTH_METHODS:
+        return
+    if auth_by in AUTH_METHODS_NEEDING_SIM_CARDS:
+        raise ApiError(
+            ErrorCode.E_UNDEFINED_INSTRUCTION,
+            f"auth_by={auth_by} finds users by their SIM cards, which callgate does not have yet; "
+            f"use one of {', '.join(AUTH_METHODS)}",
+        )
+    raise ApiError(ErrorCode.E_INVALID_ARGUMENT, f"auth_by must be one of {', '.join(AUTH_METHODS)}")
 
 
 def generate_key() -> str:
@@ -63,8 +83,7 @@ async def add_key(
     apikey: str | None = None,
 ) -> str:
     """Create a key and return it in clear (the only time it is seen)."""
-    if auth_by not in AUTH_METHODS:
-        raise ApiError(ErrorCode.E_INVALID_ARGUMENT, f"auth_by must be one of {', '.join(AUTH_METHODS)}")
+    check_auth_by(auth_by)
     masks = parse_masks(source)
     if not masks or not all(valid_mask(m) for m in masks):
         raise ApiError(ErrorCode.E_INVALID_ARGUMENT, "source must be IP addresses or masks like 178.1.1.*")

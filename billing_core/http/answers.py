@@ -3,7 +3,8 @@
 JSON answer (the spec's envelope), `Content-Type: application/json; charset=utf-8`:
     {"result": bool, "response": ..., "description": str}
 - success of a "json"/"depends" method: result=true, response = the value (Decimal money is
-  written as an exact JSON number, e.g. 0.1000, never through float), description "".
+  written as an exact JSON number, e.g. 0.10, never through float; money_json decides
+  its digits), description "".
 - success of a "bool" method: result=true, response=true. The spec says such methods have
   "no answer but only result"; repeating true in `response` keeps the field's type
   predictable for clients that test `response` instead of `result`.

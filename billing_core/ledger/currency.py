@@ -16,7 +16,7 @@ from sqlalchemy import select
 from billing_core.cache.keys import NS_RATING
 from billing_core.errors import ApiError, ErrorCode
 from billing_core.ledger.context import LedgerContext
-from billing_core.money import from_display, to_display
+from billing_core.money import from_display, money_json, to_display
 from billing_core.rating.tables import currencies
 
 Generations = dict[str, int] | None
@@ -124,6 +124,6 @@ def course_json(cur: Currency, *, full: bool) -> dict[str, Any]:
         "displayname": cur.displayname,
     }
     if full:
-        data["transfer_fee"] = cur.transfer_fee
-        data["referral_reward"] = cur.referral_reward
+        data["transfer_fee"] = money_json(cur.transfer_fee)
+        data["referral_reward"] = money_json(cur.referral_reward)
     return data

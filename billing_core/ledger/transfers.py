@@ -32,7 +32,7 @@ from billing_core.ledger.context import LedgerContext
 from billing_core.ledger.currency import currency_or_system
 from billing_core.ledger.money_rules import REFILL_KIND, account_of, check_cover, refills
 from billing_core.ledger.tables import accounts, transactions
-from billing_core.money import ZERO, check_storable
+from billing_core.money import ZERO, check_storable, money_json
 from billing_core.records import UserRecord
 
 log = structlog.get_logger(__name__)
@@ -236,14 +236,14 @@ async def account_info(
     return {
         "account": row.id,
         "users": list(relation.usernames),
-        "balance": balance,
-        "displaybalance": cur.to_display(balance),
-        "overdraft": overdraft,
-        "displayoverdraft": cur.to_display(overdraft),
+        "balance": money_json(balance),
+        "displaybalance": money_json(cur.to_display(balance)),
+        "overdraft": money_json(overdraft),
+        "displayoverdraft": money_json(cur.to_display(overdraft)),
         "displaycurrency": cur.sign,
         "refill_allowed": row.refill_allowed,
         "postpaid": row.postpaid,
-        "reserved": holds,
+        "reserved": money_json(holds),
         "billing_name": row.billing_name,
         "billing_address": row.billing_address,
         "billing_email": row.billing_email,

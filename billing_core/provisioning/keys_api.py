@@ -28,8 +28,7 @@ class AddKeyParams(Params):
 
 
 async def _check_new_key(ctx: CallContext[LedgerContext], caller: UserRecord, p: AddKeyParams) -> None:
-    if p.auth_by not in keys_svc.AUTH_METHODS:
-        raise checks.invalid(f"auth_by must be one of {', '.join(keys_svc.AUTH_METHODS)}")
+    keys_svc.check_auth_by(p.auth_by)
     checks.check_length("name", p.name, 64)
     checks.check_choice("secure_only", p.secure_only, (0, 1))
     # a master administrator may create keys of any level (server keys for Asterisk)

@@ -20,7 +20,7 @@ from billing_core.errors import ApiError, ErrorCode
 from billing_core.ledger.context import LedgerContext
 from billing_core.ledger.currency import Currency, all_currencies
 from billing_core.ledger.tables import accounts
-from billing_core.money import ZERO, format_money
+from billing_core.money import ZERO, format_money, money_json
 from billing_core.numbers.tables import dids
 from billing_core.rating.tables import tariffs
 from billing_core.records import UserRecord
@@ -137,7 +137,7 @@ def _user_json(row: Any, cur: Currency, viewer: UserRecord | None) -> dict[str, 
         "allowed_call_len": row.allowed_call_len,
         "notify_email": row.notify_email,
         "notify_balance": row.notify_balance,
-        "notify_balance_limit": limit,
+        "notify_balance_limit": money_json(limit),
         "notify_did": row.notify_did,
         "notify_ticket": row.notify_ticket,
         "invites": row.invites,
@@ -145,8 +145,8 @@ def _user_json(row: Any, cur: Currency, viewer: UserRecord | None) -> dict[str, 
         "rates": row.rates_id,  # updateUser's `rates` (the user's default tariff)
         "callerid": row.callerid,
         # Account
-        "balance": balance,
-        "overdraft": overdraft,
+        "balance": money_json(balance),
+        "overdraft": money_json(overdraft),
         "refill_allowed": row.refill_allowed,
         "postpaid": row.postpaid,
         "billing_name": row.billing_name,
@@ -154,11 +154,11 @@ def _user_json(row: Any, cur: Currency, viewer: UserRecord | None) -> dict[str, 
         "billing_email": row.billing_email,
         "billing_bank_account": row.billing_bank_account,
         # Virtual parameters
-        "actualbalance": balance + overdraft,
+        "actualbalance": money_json(balance + overdraft),
         "displaycurrency": cur.sign,
-        "displaybalance": cur.to_display(balance),
-        "displayoverdraft": cur.to_display(overdraft),
-        "displaynotifybalancelimit": cur.to_display(limit),
+        "displaybalance": money_json(cur.to_display(balance)),
+        "displayoverdraft": money_json(cur.to_display(overdraft)),
+        "displaynotifybalancelimit": money_json(cur.to_display(limit)),
         "unread_tickets": 0,  # no ticket system
     }
 
@@ -177,7 +177,7 @@ def _did_json(row: Any) -> dict[str, Any]:
         "did": row.did,
         "owner": row.owner,
         "comment": row.comment,
-        "cost": Decimal(row.cost),
+        "cost": money_json(Decimal(row.cost)),
         "expiration": wire_time(row.expiration),
         "enabled": int(bool(row.enabled)),
     }
@@ -227,7 +227,7 @@ async def user_object(
 
 
 def value_text(name: str, value: Any) -> str:
-    """One attribute as getValue's text: money with 4 decimals (format_money), None as ''."""
+    """One attribute as getValue's text: money as every answer writes it (format_money), None as ''."""
     if value is None:
         return ""
     if isinstance(value, Decimal):

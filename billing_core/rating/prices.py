@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from billing_core.cache.keys import NS_RATING
-from billing_core.money import quantize_money
+from billing_core.money import money_json, quantize_money
 from billing_core.rating.tables import directions, routes, tariff_entries, tariffs
 
 if TYPE_CHECKING:
@@ -104,13 +104,15 @@ def render_prices(prices: TariffPrices, eur_course: Decimal, *, serviced_only: b
     """The answer of getRates/getCurrentRates: one object per direction, by code.
 
     The spec's example (`{"direction ID": "direction name", "routing": [...]}`) cannot hold
-    more than one direction per object, so each direction is its own object:
-    `{"id": direction ID, "code": prefix, "direction": name, "routing": [...]}`, and
-    `routing` lists its entries by priority, each
+    more than one direction per object, so each direction is its own object: the spec's
+    key first (`"2": "Germany Mobile"`, the direction's id as a string), then
+    `"id": direction ID, "code": prefix, "direction": name, "routing": [...]`, so a client
+    reading either shape finds its fields. `routing` lists its entries by priority, each
     `{"routename", "route" (route ID), "displaycost", "priority", "cost"}`.
     `cost` is the entry's price per minute in EUR as set by addDirection; `displaycost`
     is what a minute is charged (cost × the tariff's multiplier, as the rating engine
-    charges) in the requested currency, rounded half-up to 0.0001.
+    charges) in the requested currency, rounded half-up to 0.0001; both written as every
+    answer writes money (money_json).
     `serviced_only` leaves out entries on disabled routes (they serve no call).
     """
     grouped: dict[int, list[PricedEntry]] = defaultdict(list)
@@ -123,6 +125,7 @@ def render_prices(prices: TariffPrices, eur_course: Decimal, *, serviced_only: b
         first = group[0]
         answer.append(
             {
+                str(first.direction_id): first.direction,  # the spec's "direction ID": "direction name"
                 "id": first.direction_id,
                 "code": first.code,
                 "direction": first.direction,
@@ -130,9 +133,9 @@ def render_prices(prices: TariffPrices, eur_course: Decimal, *, serviced_only: b
                     {
                         "routename": e.routename,
                         "route": e.route_id,
-                        "displaycost": quantize_money(e.cost * prices.multiplier * eur_course),
+                        "displaycost": money_json(e.cost * prices.multiplier * eur_course),
                         "priority": e.priority,
-                        "cost": e.cost,
+                        "cost": money_json(e.cost),
                     }
                     for e in sorted(group, key=lambda e: e.priority)
                 ],

@@ -26,7 +26,7 @@ from billing_core.checks import decimal_arg, existing_row, missing, money_arg, r
 from billing_core.db.engine import Database
 from billing_core.directory.ownership import admin_usernames
 from billing_core.errors import ApiError, ErrorCode
-from billing_core.money import quantize_money
+from billing_core.money import money_json, quantize_money
 from billing_core.rating.tables import bill_types, tariffs
 from billing_core.rating.tariff_access import may_read_tariff, tariff_list_filter
 from billing_core.records import UserRecord
@@ -108,14 +108,14 @@ def _tariff_json(row: Any, eur_course: Decimal) -> dict[str, Any]:
         "is_public": bool(row.is_public),
         "table name": row.table_name,  # sic: the spec's key has a blank
         "owner": row.owner,
-        "display_switch_price": quantize_money(switch_price * eur_course),
+        "display_switch_price": money_json(switch_price * eur_course),
         "name": row.name,
-        "switch_price": switch_price,
+        "switch_price": money_json(switch_price),
         "did_multiplier": Decimal(row.did_multiplier).quantize(MULTIPLIER_QUANT),
         "is_option": bool(row.is_option),
         "multiplier": Decimal(row.multiplier).quantize(MULTIPLIER_QUANT),
         "description": row.description,
-        "connect_fee": quantize_money(Decimal(row.connect_fee)),  # callgate's own, beyond the spec
+        "connect_fee": money_json(Decimal(row.connect_fee)),  # callgate's own, beyond the spec
     }
 
 

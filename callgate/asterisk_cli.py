@@ -5,6 +5,8 @@
                           [--ami-secret S | --ami-secret-stdin] [--disabled] [--replace]
     callgate asterisk list              one JSON object per line; the AMI secret never
     callgate asterisk remove NAME
+    callgate firewall export --server NAME   an `nft -f` script of that server's bans (cron,
+                                             fail2ban: `callgate firewall export … | nft -f -`)
 
 The AMI secret is kept encrypted (the SIP passwords' key, CALLGATE_SECRET_FILE); give it
 on standard input (`--ami-secret-stdin`) to keep it out of the shell history and `ps`.
@@ -17,6 +19,7 @@ import argparse
 import json
 import sys
 
+from billing_core.asterisk.bans import nft_script
 from billing_core.asterisk.servers import DEFAULT_AMI_PORT, ServerSpec, add_server, list_servers, remove_server
 from billing_core.container import Services
 
@@ -42,6 +45,23 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     asterisk.add_parser("list", help="list the servers (never the AMI secret)")
     remove = asterisk.add_parser("remove", help="remove a server and its sip_server names")
     remove.add_argument("name")
+
+
+def add_firewall_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    firewall = sub.add_parser("firewall", help="bans for the Asterisk servers' firewalls").add_subparsers(
+        dest="firewall_command", required=True
+    )
+    export = firewall.add_parser("export", help="print an nftables script of one server's bans")
+    export.add_argument("--server", required=True, help="the Asterisk server's name (callgate asterisk list)")
+
+
+async def firewall_export(services: Services, args: argparse.Namespace) -> int:
+    names = {row["name"] for row in await list_servers(services.db)}
+    if args.server not in names:
+        print(f"error: no Asterisk server {args.server!r} (callgate asterisk list)", file=sys.stderr)
+        return 2
+    sys.stdout.write(nft_script(args.server, await services.bans.list()))
+    return 0
 
 
 async def run(services: Services, args: argparse.Namespace) -> int:

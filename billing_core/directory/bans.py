@@ -12,8 +12,13 @@ Never banned (the spec's whitelist; docs/decisions.md, "Bans and the Asterisk ho
   a whole network, so its addresses can still be banned over HTTP; list the Asterisk
   hosts in CALLGATE_BAN_WHITELIST then. FastAGI is never subject to bans
   (billing_core.api.dispatch): it carries no key to guess.
+- the `whitelist` rows of the table (banIP with `source=whitelist`; a target may be a mask).
 A whitelisted address is also never found banned, so a ban recorded before its key
 existed (or before this rule) no longer applies to it.
+
+A ban belongs to its source (docs/ami.md, "Bans"): `auto` for callgate's own lock-outs,
+`manual` for the CLI's, an Asterisk server's name for banIP's. The HTTP door refuses an
+address any source bans; `callgate firewall export --server NAME` writes one server's.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from billing_core.auth.ipmask import ip_allowed, ip_matches, mask_addresses, parse_masks
 from billing_core.cache.keys import NS_BANS
@@ -36,6 +41,8 @@ from billing_core.directory.tables import bans
 log = structlog.get_logger(__name__)
 
 SERVER_MASK_MAX_ADDRESSES = 256
+WHITELIST = "whitelist"  # the source of whitelist rows
+AUTO = "auto"  # callgate's own lock-outs
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -57,62 +64,110 @@ class Bans:
         """On the whitelist: configured, or the address of a call-control key (see above)."""
         if ip_allowed(ip, ",".join(self.settings.ban_whitelist)):
             return True
+        listed = [target for target, _, source in await self._active(gens) if source == WHITELIST]
+        if listed and ip_allowed(ip, ",".join(listed)):
+            return True
         for key in await self.profiles.server_keys(gens):
             for mask in parse_masks(key.source):
                 if mask_addresses(mask) <= SERVER_MASK_MAX_ADDRESSES and ip_matches(ip, mask):
                     return True
         return False
 
-    async def _active(self, gens: dict[str, int] | None) -> list[tuple[str, str | None]]:
+    async def _active(self, gens: dict[str, int] | None) -> list[tuple[str, str | None, str]]:
+        """(target, expires_at ISO or None, source) of every row, through the cache."""
+
         async def load() -> list[list[str | None]]:
             async with self.db.begin() as conn:
-                rows = (await conn.execute(select(bans.c.ip, bans.c.expires_at))).all()
-            return [[row.ip, _iso(row.expires_at)] for row in rows]
+                rows = (await conn.execute(select(bans.c.ip, bans.c.expires_at, bans.c.source))).all()
+            return [[row.ip, _iso(row.expires_at), row.source] for row in rows]
 
         found = await self.cache.lookup(
             gens,
             NS_BANS,
             "bans",
             load,
-            decode=lambda rows: [(r[0], r[1]) for r in rows],
+            decode=lambda rows: [(r[0], r[1], r[2]) for r in rows],
             encode=lambda rows: [list(r) for r in rows],
         )
         return found or []
 
     async def is_banned(self, gens: dict[str, int] | None, ip: str) -> bool:
         now = utcnow()
-        for banned_ip, expires in await self._active(gens):
-            if banned_ip == ip and (expires is None or datetime.fromisoformat(expires) > now):
+        for banned_ip, expires, source in await self._active(gens):
+            if source == WHITELIST or banned_ip != ip:
+                continue
+            if expires is None or datetime.fromisoformat(expires) > now:
                 return not await self.whitelisted(gens, ip)
         return False
 
-    async def ban(self, ip: str, *, reason: str, source: str = "auto", gens: Generations = None) -> bool:
-        """Ban `ip`; returns False when it is whitelisted."""
+    async def ban(self, ip: str, *, reason: str, source: str = AUTO, gens: Generations = None) -> bool:
+        """Ban `ip` for `source` (again: from now); False when it is whitelisted."""
         if await self.whitelisted(gens, ip):
             log.info("bans.whitelisted", ip=ip, reason=reason)
             return False
         now = utcnow()
         expires = now + timedelta(seconds=self.settings.ban_seconds) if self.settings.ban_seconds else None
+        await self._put(source, ip, reason, now, expires)
+        log.warning("bans.banned", ip=ip, source=source, reason=reason,
+                    expires_at=expires.isoformat() if expires else None)  # fmt: skip
+        return True
+
+    async def allow(self, target: str, *, reason: str) -> None:
+        """A `whitelist` row: `target` (an address or mask) is never banned from now on."""
+        await self._put(WHITELIST, target, reason, utcnow(), None)
+        log.info("bans.whitelist_added", target=target, reason=reason)
+
+    async def _put(self, source: str, ip: str, reason: str, now: datetime, expires: datetime | None) -> None:
         async with self.db.begin() as conn:
-            await conn.execute(delete(bans).where(bans.c.ip == ip))
+            await conn.execute(delete(bans).where(bans.c.ip == ip, bans.c.source == source))
             await conn.execute(
                 bans.insert().values(ip=ip, source=source, reason=reason, created_at=now, expires_at=expires)
             )
         await self.cache.invalidate(NS_BANS)
-        log.warning("bans.banned", ip=ip, reason=reason, expires_at=expires.isoformat() if expires else None)
-        return True
 
     async def unban(self, ip: str) -> bool:
+        """Every source's ban of `ip` (the CLI); whitelist rows stay."""
+        return await self._delete(bans.c.ip == ip, bans.c.source != WHITELIST)
+
+    async def remove(self, ban_id: int) -> bool:
+        """One row by id (unbanIP): a ban, or a whitelist row."""
+        return await self._delete(bans.c.id == ban_id)
+
+    async def flush(self, sources: list[str] | None) -> int:
+        """Every ban (not the whitelist) of `sources`; None: of every source (flushAllBans)."""
+        conditions = [bans.c.source != WHITELIST]
+        if sources is not None:
+            conditions.append(bans.c.source.in_(sources))
         async with self.db.begin() as conn:
-            result = await conn.execute(delete(bans).where(bans.c.ip == ip))
+            result = await conn.execute(delete(bans).where(*conditions))
+        await self.cache.invalidate(NS_BANS)
+        return int(result.rowcount or 0)
+
+    async def set_permanent(self, ban_id: int, permanent: bool) -> bool:
+        """updateBanPermanent: no end (true), or the configured term from now (false)."""
+        term = self.settings.ban_seconds or 3600  # "temporary" must end even when bans are indefinite
+        expires = None if permanent else utcnow() + timedelta(seconds=term)
+        async with self.db.begin() as conn:
+            result = await conn.execute(update(bans).where(bans.c.id == ban_id).values(expires_at=expires))
         await self.cache.invalidate(NS_BANS)
         return bool(result.rowcount)
 
-    async def list(self) -> list[dict[str, Any]]:
+    async def _delete(self, *conditions: Any) -> bool:
         async with self.db.begin() as conn:
-            rows = (await conn.execute(select(bans).order_by(bans.c.id))).all()
+            result = await conn.execute(delete(bans).where(*conditions))
+        await self.cache.invalidate(NS_BANS)
+        return bool(result.rowcount)
+
+    async def list(self, sources: list[str] | None = None) -> list[dict[str, Any]]:
+        """Every row (`sources`: only theirs and the whitelist), oldest first."""
+        query = select(bans).order_by(bans.c.id)
+        if sources is not None:
+            query = query.where(bans.c.source.in_([*sources, WHITELIST]))
+        async with self.db.begin() as conn:
+            rows = (await conn.execute(query)).all()
         return [
             {
+                "id": row.id,
                 "ip": row.ip,
                 "source": row.source,
                 "reason": row.reason,

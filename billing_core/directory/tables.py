@@ -12,6 +12,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 from billing_core.db.schema import Money, metadata
@@ -105,11 +106,13 @@ bans = Table(
     "bans",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("ip", String(64), nullable=False, unique=True),
-    Column("source", String(32), nullable=False, server_default="auto"),  # auto, manual, whitelist
+    Column("ip", String(64), nullable=False),
+    # auto (callgate's own lock-outs), manual (the CLI), an Asterisk server's name, whitelist
+    Column("source", String(64), nullable=False, server_default="auto"),
     Column("reason", String(256), nullable=False, server_default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=True),  # NULL = indefinite
+    UniqueConstraint("source", "ip"),
 )
 
 # One row per cache namespace, bumped on every invalidation: how the in-process cache of

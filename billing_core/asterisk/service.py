@@ -25,7 +25,7 @@ import structlog
 from sqlalchemy import select
 
 from billing_core.asterisk.channels import Call, Channel, ChannelRegistry
-from billing_core.asterisk.connection import AmiConnection, AmiTimings, AsyncHandler, Handlers, SyncHandler
+from billing_core.asterisk.connection import AmiConnection, AmiTimings, AsyncHandler, Handlers, State, SyncHandler
 from billing_core.asterisk.errors import AsteriskUnavailable
 from billing_core.asterisk.servers import AmiTarget, ami_targets
 from billing_core.auth.secrets_store import SecretBox
@@ -147,6 +147,15 @@ class AmiService:
 
     def registry(self, server: str) -> ChannelRegistry:
         return self.connection(server).registry
+
+    def require_all_up(self) -> None:
+        """Every configured server connected now, or AsteriskUnavailable: what a method that
+        must see every live channel (closeChannels) needs before it can say "all gone"."""
+        if not self._connections:
+            raise AsteriskUnavailable("*", "no Asterisk server has AMI configured (callgate asterisk add)")
+        for name, conn in sorted(self._connections.items()):
+            if conn.state is not State.UP:
+                raise AsteriskUnavailable(name, f"AMI {conn.state.value}")
 
     def statuses(self) -> list[dict[str, Any]]:
         return [conn.status() for _, conn in sorted(self._connections.items())]

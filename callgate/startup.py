@@ -33,6 +33,7 @@ from billing_core.config import Settings
 from billing_core.container import Services
 from billing_core.directory.tables import sip_extensions
 from billing_core.http.app import start_http
+from billing_core.numbers.aliases import alias_index
 from billing_core.rating.directions import direction_index
 from billing_core.rating.tables import tariffs
 from billing_core.spool import Spool
@@ -74,8 +75,8 @@ async def _open_pool(services: Services) -> int:
 async def warm_caches(services: Services) -> tuple[int, int]:
     """What the first decisions read, loaded through the same cache paths they use: the
     direction index, the bill types and currencies, every tariff's snapshot, the server
-    keys and their owners, the ban list, and the extension + user profiles of the first
-    CALLGATE_WARM_PROFILES extensions."""
+    keys and their owners, the ban list, the aliases, and the extension + user profiles of
+    the first CALLGATE_WARM_PROFILES extensions."""
     gens = await services.cache.generations()
     rating, profiles = services.rating, services.profiles
     await direction_index(services.db, services.cache, gens)
@@ -92,6 +93,8 @@ async def warm_caches(services: Services) -> tuple[int, int]:
         await profiles.user_by(gens, "username", key.owner)  # the dispatcher checks each key's owner
     await profiles.extension_lengths(gens)
     await services.bans.is_banned(gens, "")  # the ban list every request checks
+    if gens is not None:
+        await alias_index(services, gens)  # every decision asks whether its number is an alias
     for row in ext_rows:
         await profiles.extension(gens, row.sip_extension)
         await profiles.user_by(gens, "sip_extension", row.sip_extension)

@@ -13,6 +13,7 @@ SCRIPT_CALL_PREPARE: Final = "callPrepare"
 SCRIPT_CALL_FINISH: Final = "callFinish"
 SCRIPT_AUTHORIZE_CALL: Final = "authorizeCall"
 SCRIPT_RESOLVE_DID_RULE: Final = "resolveDIDRule"
+SCRIPT_GET_TEXT_BALANCE: Final = "getTextBalance"  # CALLGATE_ANSWER: the list for Playback()
 
 # Variables set on every answer.
 VAR_RESULT: Final = "CALLGATE_RESULT"
@@ -50,6 +51,7 @@ SCRIPT_VARIABLES: Final[dict[str, tuple[str, ...]]] = {
         "CALLGATE_SMS_ACTION",
         "CALLGATE_SMS_DESTINATION",
     ),
+    SCRIPT_GET_TEXT_BALANCE: (),
 }
 
 SCRIPTS: Final[tuple[str, ...]] = tuple(SCRIPT_VARIABLES)

@@ -49,6 +49,7 @@ REQUIRED_ARGS: dict[str, tuple[str, ...]] = {
     contract.SCRIPT_CALL_FINISH: ("login", "destination", "prior", "length", "status", "answered_ms"),
     contract.SCRIPT_AUTHORIZE_CALL: ("callerid", "auth"),
     contract.SCRIPT_RESOLVE_DID_RULE: ("did", "rule", "callerid", "status"),
+    contract.SCRIPT_GET_TEXT_BALANCE: ("login",),
 }
 # The CALLGATE_RESULT value that means "go ahead" after each script.
 SUCCESS: dict[str, str] = {
@@ -56,6 +57,7 @@ SUCCESS: dict[str, str] = {
     contract.SCRIPT_AUTHORIZE_CALL: contract.RESULT_ALLOWED,
     contract.SCRIPT_RESOLVE_DID_RULE: contract.RESULT_OK,
     contract.SCRIPT_CALL_FINISH: contract.RESULT_SAVED,
+    contract.SCRIPT_GET_TEXT_BALANCE: contract.RESULT_OK,
 }
 TERMINAL_APPS: frozenset[str] = frozenset({"hangup", "congestion", "busy", "return"})
 BRANCHING_APPS: frozenset[str] = frozenset({"gotoif", "execif", "while", "exitwhile"})

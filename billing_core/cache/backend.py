@@ -67,7 +67,7 @@ class MemoryBackend:
         if self._shared is not None and not self._baseline.is_set() and not self._closing:
             if self._watcher is None:
                 self._watcher = asyncio.get_running_loop().create_task(self._watch(self._shared))
-            await self._baseline.wait()  # the first decisions only: one read of a 3-row table
+            await self._baseline.wait()  # the first decisions only: one read of a 4-row table
         return dict(self._generations)
 
     async def _watch(self, shared: SharedGenerations) -> None:

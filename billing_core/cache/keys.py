@@ -12,7 +12,10 @@ NS_RATING: Final = "rating"  # directions, tariffs + entries + options, routes, 
 NS_PROFILES: Final = "profiles"  # users, extensions, API keys, DIDs and their rules
 # Bans change on every bad key; their own namespace keeps a ban from evicting the profiles.
 NS_BANS: Final = "bans"
-NAMESPACES: Final[tuple[str, ...]] = (NS_RATING, NS_PROFILES, NS_BANS)
+# Aliases (personal plan sets) are one snapshot read by every decision; their own namespace
+# keeps a profile write from reloading it, and an alias write from evicting the profiles.
+NS_ALIASES: Final = "aliases"
+NAMESPACES: Final[tuple[str, ...]] = (NS_RATING, NS_PROFILES, NS_BANS, NS_ALIASES)
 GENERATIONS_CHANNEL: Final = f"{PREFIX}:generations"  # pub/sub: "a generation changed"
 
 ENTRY_TTL_S: Final = 300  # bounds staleness if a bump was lost while Redis was down

@@ -6,7 +6,7 @@ embedded default always another process — never reached a running `callgate se
 its cached bans, keys and directions stayed as they were for as long as it ran.
 
 Each invalidation therefore also bumps the namespace's row in `cache_generations`, and a
-task of each serving process reads the (three-row) table every POLL_S seconds; a
+task of each serving process reads the (one row per namespace) table every POLL_S seconds; a
 counter that moved bumps the local generation, so the next lookup reloads. A write thus
 reaches a running server within about POLL_S plus one read of the table (under 2 s).
 The counters are first read before the process's first lookup, so that warm caches are

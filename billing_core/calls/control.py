@@ -9,7 +9,7 @@ The arguments are checked and normalised by billing_core.calls.call_input (re-ex
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, Decimal
 
 import structlog
@@ -23,6 +23,7 @@ from billing_core.ledger.book import Hold, expire_reservations, run_expiry_loop
 from billing_core.ledger.call_ledger import CallRecord, DuplicateCall, StoredAnswer
 from billing_core.ledger.context import LedgerContext
 from billing_core.money import ZERO, format_money, to_display
+from billing_core.numbers import aliases
 from billing_core.rating.engine import Rating, max_call_time, reserve_amount
 from billing_core.records import ExtensionRecord, KeyRecord, UserRecord
 
@@ -50,6 +51,8 @@ EXTERNAL_BLOCKED = 2  # users.active = 2: internal calls only; every other value
 NO_PITCH = -1
 UNLIMITED = Decimal("Infinity")  # the first hold attempt plans for money without limit
 MAX_HOLD_ATTEMPTS = 8
+# Why a call cannot be rated now: callPrepare declines with it, callFinish prices at the hold.
+NOT_RATED = (ErrorCode.E_UNROUTABLE, ErrorCode.E_HAS_NO_ONE_TOLD_YOU_SHE_IS_NOT_BREATHING)
 
 
 # -- who calls ---------------------------------------------------------------
@@ -136,16 +139,26 @@ def call_cap(services: LedgerContext, caller: Caller) -> int:
     return min(c for c in caps if c > 0)
 
 
-async def _rate(services: LedgerContext, gens: Generations, caller: Caller, number: str, prior: int) -> Rating:
-    """Rate a call (cache only). Local extension → internal (only prior 1 exists)."""
+async def _rate(services: LedgerContext, gens: Generations, caller: Caller, dialled: str, prior: int) -> Rating:
+    """Rate a call (cache only): a dialled alias as its destination (numbers.aliases); a
+    local extension → internal (only prior 1 exists)."""
+    ext = caller.extension
+    try:
+        number = await aliases.resolve(
+            services, gens, sip_extension=ext.sip_extension if ext is not None else None,
+            username=caller.user.username, number=dialled,
+        )  # fmt: skip
+    except aliases.AliasLoop as loop:
+        raise ApiError(ErrorCode.E_HAS_NO_ONE_TOLD_YOU_SHE_IS_NOT_BREATHING, f"alias loop {loop}") from None
     if await services.profiles.local_extension(gens, number) is not None:
         if prior != 1:
             raise ApiError(ErrorCode.E_UNROUTABLE, "an internal call has one route")
-        return Rating.for_internal(number)
-    ext = caller.extension
-    tariff_id = ext.sip_rates_id if ext is not None and ext.sip_rates_id is not None else caller.user.rates_id
-    options = ext.option_ids if ext is not None else ()
-    return await services.rating.rate(gens, tariff_id=tariff_id, option_ids=options, number=number, prior=prior)
+        rating = Rating.for_internal(number)
+    else:
+        tariff_id = ext.sip_rates_id if ext is not None and ext.sip_rates_id is not None else caller.user.rates_id
+        options = ext.option_ids if ext is not None else ()
+        rating = await services.rating.rate(gens, tariff_id=tariff_id, option_ids=options, number=number, prior=prior)
+    return rating if number == dialled else replace(rating, alias=dialled)
 
 
 async def prepare_call(
@@ -158,9 +171,9 @@ async def prepare_call(
     try:
         rating = await _rate(services, gens, caller, number, prior)
     except ApiError as exc:
-        if exc.code is not ErrorCode.E_UNROUTABLE:
+        if exc.code not in NOT_RATED:
             raise
-        return _log_decline(ErrorCode.E_UNROUTABLE, caller, call_uid, prior, exc.detail)
+        return _log_decline(exc.code, caller, call_uid, prior, exc.detail)
     if active == EXTERNAL_BLOCKED and not rating.internal:
         return _log_decline(ErrorCode.E_USER_LOCKED, caller, call_uid, prior)
     try:
@@ -263,17 +276,17 @@ class Finish:
 async def finish_call(services: LedgerContext, gens: Generations, caller: Caller, report: Finish) -> CallAnswer:
     """Price the call at the rating a hold would get now and charge it in one round trip;
     the store hands the call's hold back instead when that hold was priced otherwise (a
-    tariff edit mid-call, a call longer than its hold), and the call is priced at it."""
+    tariff or alias edit mid-call, a call longer than its hold), and the call is priced at it."""
     number = normalize_destination(report.destination)
     ledger_ = services.call_ledger
     try:
         rating_now: Rating | None = await _rate(services, gens, caller, number, report.prior)
     except ApiError as exc:
-        if exc.code is not ErrorCode.E_UNROUTABLE:
+        if exc.code not in NOT_RATED:
             raise
         rating_now = None  # unroutable now: only the call's hold can price it
     if rating_now is not None:
-        record = await _call_record(services, gens, caller, report, number, rating_now, max_time_s=None)
+        record = await _call_record(services, gens, caller, report, rating_now, max_time_s=None)
         attempt = await ledger_.charge_at_hold(record, rating=rating_now.to_json())
         if attempt.outcome == "stored":
             assert attempt.stored is not None
@@ -294,7 +307,7 @@ async def finish_call(services: LedgerContext, gens: Generations, caller: Caller
             raise ApiError(ErrorCode.E_UNROUTABLE, "no route and no hold for this call")
         rating = rating_now
     record = await _call_record(
-        services, gens, caller, report, number, rating, max_time_s=held.max_time_s if held is not None else None
+        services, gens, caller, report, rating, max_time_s=held.max_time_s if held is not None else None
     )
     stored = await ledger_.record_call(record, reservation_id=held.id if held is not None else None)
     if stored is not None:
@@ -303,10 +316,11 @@ async def finish_call(services: LedgerContext, gens: Generations, caller: Caller
 
 
 async def _call_record(
-    services: LedgerContext, gens: Generations, caller: Caller, report: Finish, number: str, rating: Rating,
+    services: LedgerContext, gens: Generations, caller: Caller, report: Finish, rating: Rating,
     *, max_time_s: int | None,
 ) -> CallRecord:  # fmt: skip
-    """The CDR of the call priced at `rating`, its length capped at the hold's max time
+    """The CDR of the call priced at `rating` (its destination: the number it was rated and
+    dialled as, an alias's destination when the caller dialled an alias), its length capped at the hold's max time
     and, held or not, at the caps callPrepare applies (call_cap): a finish without a hold
     is never billed for longer than a prepared call could have lasted."""
     currency, course = await _display_currency(services, gens, caller.user.currency)
@@ -321,13 +335,13 @@ async def _call_record(
     cost = rating.cost(billed_s) if answered else ZERO
     display = to_display(cost, course)
     text = (
-        f"Saved {_token(rating.direction)} [{_token(caller.callerid)}/{number}] via [{_token(rating.route)}] "
-        f"{billed_s} {format_money(display)} {currency} {report.status}"
+        f"Saved {_token(rating.direction)} [{_token(caller.callerid)}/{rating.destination}] "
+        f"via [{_token(rating.route)}] {billed_s} {format_money(display)} {currency} {report.status}"
     )
     return CallRecord(
         call_uid=report.call_uid, prior=report.prior, user_id=caller.user.id, account_id=caller.user.account_id,
         sip_extension=caller.extension.sip_extension if caller.extension else "",
-        callerid=caller.callerid[:64], destination=number, direction_id=rating.direction_id,
+        callerid=caller.callerid[:64], destination=rating.destination, direction_id=rating.direction_id,
         direction=rating.direction, route_id=rating.route_id, route=rating.route,
         length_s=int(report.length_s.to_integral_value(rounding=ROUND_CEILING)),
         answered_ms=report.answered_ms, billed_s=billed_s, status=report.status, cause=report.cause,
@@ -357,8 +371,9 @@ def _replayed(stored: StoredAnswer) -> CallAnswer:
 
 
 def _locked_rating(held: ledger.Reservation | None, account_id: int, number: str) -> Rating | None:
-    """The rating a reservation locked in, if it is this account's and this destination's."""
+    """The rating a reservation locked in, if it is this account's and this number's: the
+    destination it was rated as, or the alias the caller dialled for it."""
     if held is None or held.rating is None or held.account_id != account_id:
         return None
     rating = Rating.from_json(held.rating)
-    return rating if rating.destination == number else None
+    return rating if number in (rating.destination, rating.alias) else None

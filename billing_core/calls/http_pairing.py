@@ -3,7 +3,7 @@
 The spec's examples send callPrepare and then callFinish over HTTP with no identity of
 the call (no Asterisk uniqueid, no `call_id`). Such a callPrepare gets a call identity of
 the form `http:<uuid>`; such a callFinish closes the OLDEST open hold of the same user,
-destination and prior (docs/billing.md, "HTTP calls without call_id").
+destination (or alias dialled) and prior (docs/billing.md, "HTTP calls without call_id").
 
 Taking a hold is a compare-and-set on its call identity: `UPDATE … SET call_uid = <new>
 WHERE id = … AND call_uid = <old>` succeeds for exactly one finish, so two finishes at
@@ -34,11 +34,12 @@ def new_http_call_uid() -> str:
     return f"{HTTP_PREFIX}{uuid.uuid4().hex}"
 
 
-def _destination(rating: str | None) -> str | None:
+def _numbers(rating: str | None) -> tuple[object, ...]:
+    """What a finish may name the held call by: its destination, or the alias dialled for it."""
     if not rating:
-        return None
-    value = json.loads(rating).get("destination")
-    return value if isinstance(value, str) else None
+        return ()
+    locked = json.loads(rating)
+    return locked.get("destination"), locked.get("alias")
 
 
 async def take_oldest_hold(db: Database, *, user_id: int, destination: str, prior: int) -> str | None:
@@ -59,7 +60,7 @@ async def take_oldest_hold(db: Database, *, user_id: int, destination: str, prio
                     .limit(CANDIDATES)
                 )
             ).all()
-            oldest = next((r for r in rows if _destination(r.rating) == destination), None)
+            oldest = next((r for r in rows if destination in _numbers(r.rating)), None)
             if oldest is None:
                 return None
             taken = f"{TAKEN_PREFIX}{uuid.uuid4().hex}"

@@ -1,2 +1,3 @@
-"""Numbers subsystem: inbound numbers: DIDs and their rule chains.
+"""Numbers subsystem: inbound numbers (DIDs and their rule chains) and aliases (the
+numbers a caller dials that stand for other numbers).
 """

@@ -1,4 +1,4 @@
-"""The numbers subsystem's tables (DIDs and rule chains), on the shared metadata."""
+"""The numbers subsystem's tables (DIDs and rule chains, aliases), on the shared metadata."""
 
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Table,
@@ -50,4 +51,20 @@ did_rules = Table(
     UniqueConstraint("did_id", "position", name="uq_did_rules_position"),
 )
 
-# Funds held for a call between callPrepare and callFinish (or expiry).
+# Aliases (the spec's "personal plan sets"): a number a caller dials (`alias`) that is rated
+# and dialled as `destination` (billing_core.numbers.aliases). `scope` says whose calls it
+# applies to, and is what makes a name unique: `ext:<sip_extension>` (that extension's
+# calls), `user:<owner>` (every extension of the owner) or `global` (everybody's).
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("alias", String(32), nullable=False),
+    Column("destination", String(32), nullable=False),
+    Column("owner", String(32), nullable=False),  # a username: who may change it
+    Column("sip_extension", String(32), nullable=False, server_default=""),  # "" unless scope ext:
+    Column("scope", String(40), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("scope", "alias", name="uq_aliases_scope_alias"),
+    Index("ix_aliases_owner", "owner"),
+)

@@ -107,6 +107,9 @@ class Rating:
     step: int
     free_threshold: int
     internal: bool = False
+    # The number the caller dialled when it was an alias of `destination` (else ""): the
+    # call is rated and dialled as `destination`, and its callFinish may name either.
+    alias: str = ""
 
     def billed(self, length_s: int) -> int:
         return billed_seconds(length_s, step=self.step, free_threshold=self.free_threshold)
@@ -117,6 +120,8 @@ class Rating:
     def to_json(self) -> dict[str, Any]:
         # Field by field: dataclasses.asdict deep-copies, and this runs on every callPrepare.
         data = {name: getattr(self, name) for name in _RATING_FIELDS}
+        if not self.alias:
+            del data["alias"]  # a hold of a call without an alias is stored as it always was
         data["price_per_minute"] = str(self.price_per_minute)
         data["connect_fee"] = str(self.connect_fee)
         return data

@@ -177,6 +177,8 @@ async def test_callfinish_charges_the_destination_callprepare_held(gate: Gate) -
     assert [r[0] for uid in ("m1", "m2", "m3") for r in await cdr_rows(gate.services, uid)] == [TELE2, TELE2, MEGAFON]
     assert await balance_of(gate.services, gate.account) == Decimal("7.60")
     assert await open_holds(gate.services) == 0
+    gone = (await gate.agi("callPrepare", prepare_query("10000", "111"), "m4")).variables
+    assert gone["CALLGATE_ERROR"] == "E_UNROUTABLE"  # the delete reached the cache too
 
 
 async def test_the_extensions_alias_then_the_users_then_the_global_one(gate: Gate) -> None:

@@ -63,6 +63,7 @@ class Run:
     dials: list[tuple[str, str, str]] = field(default_factory=list)  # (target, timeout, options)
     logs: list[tuple[str, str]] = field(default_factory=list)
     apps: list[str] = field(default_factory=list)
+    played: list[str] = field(default_factory=list)  # Playback's argument, as substituted
 
 
 class DialplanSim:
@@ -224,7 +225,9 @@ class DialplanSim:
         if low in ("noop", "answer", "playback", "verbose"):
             if low == "answer" and self.answered_at is None:
                 self.answered_at = self.now
-            self.now += 0.2 if low == "playback" else 0.0
+            if low == "playback":
+                self.run.played.append(data)
+                self.now += 0.2
             return None
         if low == "set":
             name, _, value = data.partition("=")

@@ -38,6 +38,7 @@ from billing_core.bootstrap import bootstrap, seed_base_data
 from billing_core.config import Settings
 from billing_core.container import Services
 from billing_core.db.schema import metadata
+from tests.fake_ami import FakeAmi
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
 
@@ -250,3 +251,11 @@ def dispatcher(services: Services) -> Dispatcher:
     import billing_core.api.methods  # noqa: F401 - registers every method
 
     return Dispatcher(services)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeAmi]:
+    """A fake Asterisk Manager Interface (tests/fake_ami.py) on a free port."""
+    server = await FakeAmi().start()
+    yield server
+    await server.close()

@@ -32,13 +32,6 @@ def target(fake: FakeAmi | int, name: str = "pbx1", secret: str = SECRET) -> Ami
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeAmi]:
-    server = await FakeAmi().start()
-    yield server
-    await server.close()
-
-
-@pytest.fixture
 async def connected(fake: FakeAmi) -> AsyncIterator[AmiConnection]:
     conn = AmiConnection(target(fake), FAST)
     conn.start()

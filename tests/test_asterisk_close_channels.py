@@ -4,10 +4,7 @@ users' channels stay; a server that cannot be seen is E_ASTERISK_QUERY_ERROR."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
-
-import pytest
 
 from billing_core.api.dispatch import Dispatcher, Outcome
 from billing_core.asterisk.channels_close import peer_of
@@ -18,15 +15,7 @@ from tests.factories import make_user
 from tests.fake_ami import SECRET, USER, FakeAmi, newchannel, var_set
 from tests.rating_world import credentials, prepare, server_key, standard_world, text_of
 from tests.test_asterisk_ami import PATIENT, until
-
-CALLER = "Local/74951234567@callgate-outbound-00000001;2"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAmi]:
-    server = await FakeAmi().start()
-    yield server
-    await server.close()
+from tests.test_asterisk_live_calls import CALLER
 
 
 async def _close(dispatcher: Dispatcher, key: str, login: str) -> Outcome:

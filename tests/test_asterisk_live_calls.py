@@ -4,7 +4,6 @@ joins each live call to its hold (call_uid = the uniqueid of the channel callPre
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -29,13 +28,6 @@ from tests.test_asterisk_ami import FAST, PATIENT, Mute, until
 from tests.test_startup import PREPARE
 
 CALLER = "Local/74951234567@callgate-outbound-00000001;2"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAmi]:
-    server = await FakeAmi().start()
-    yield server
-    await server.close()
 
 
 def pbx(fake: FakeAmi, *, enabled: bool = True, secret: str | None = SECRET) -> ServerSpec:

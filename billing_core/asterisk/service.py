@@ -38,7 +38,10 @@ _IN_CHUNK = 500  # call_uids per IN (...) list
 
 
 @dataclass(frozen=True, slots=True)
-class Hold:
+class CallHold:
+    """A hold (billing_core.ledger reservation row) as a live call shows it: whose, how much,
+    in which state. Not billing_core.ledger.book.Hold, which is a hold about to be placed."""
+
     call_uid: str
     prior: int
     account_id: int
@@ -55,7 +58,7 @@ class LiveCall:
     linkedid: str
     since: float
     channels: tuple[Channel, ...]
-    holds: tuple[Hold, ...]
+    holds: tuple[CallHold, ...]
 
     @property
     def call_uid(self) -> str | None:
@@ -173,8 +176,8 @@ class AmiService:
             out.append(LiveCall(name, call.linkedid, call.since, call.channels, found))
         return out
 
-    async def _holds(self, call_uids: set[str]) -> dict[str, list[Hold]]:
-        found: dict[str, list[Hold]] = {}
+    async def _holds(self, call_uids: set[str]) -> dict[str, list[CallHold]]:
+        found: dict[str, list[CallHold]] = {}
         uids = sorted(call_uids)
         if not uids:
             return found
@@ -186,6 +189,6 @@ class AmiService:
                     .order_by(reservations.c.call_uid, reservations.c.prior)
                 )
                 for r in await conn.execute(query):
-                    hold = Hold(r.call_uid, r.prior, r.account_id, r.user_id, Decimal(r.amount), r.state)
+                    hold = CallHold(r.call_uid, r.prior, r.account_id, r.user_id, Decimal(r.amount), r.state)
                     found.setdefault(r.call_uid, []).append(hold)
         return found

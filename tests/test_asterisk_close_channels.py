@@ -8,14 +8,14 @@ from decimal import Decimal
 
 from billing_core.api.dispatch import Dispatcher, Outcome
 from billing_core.asterisk.channels_close import peer_of
-from billing_core.asterisk.servers import ServerSpec, add_server
+from billing_core.asterisk.servers import add_server
 from billing_core.container import Services
 from billing_core.errors import ErrorCode
 from tests.factories import make_user
-from tests.fake_ami import SECRET, USER, FakeAmi, newchannel, var_set
+from tests.fake_ami import FakeAmi, newchannel
 from tests.rating_world import credentials, prepare, server_key, standard_world, text_of
 from tests.test_asterisk_ami import PATIENT, until
-from tests.test_asterisk_live_calls import CALLER
+from tests.test_asterisk_live_calls import held_call_events, pbx
 
 
 async def _close(dispatcher: Dispatcher, key: str, login: str) -> Outcome:
@@ -36,16 +36,12 @@ async def test_close_channels_hangs_up_the_users_calls_only(
     await make_user(services, "alice", balance=Decimal("10"), rates_id=std.base, sip_extension="1001")
     await make_user(services, "bob", balance=Decimal("10"), rates_id=std.base, sip_extension="1002")
     text_of(await prepare(dispatcher, std.key, "alice", "74951234567", call_uid="1795416507.1", prior="1"))
-    await add_server(services.db, services.box, ServerSpec(
-        "pbx1", "127.0.0.1", "127.0.0.1", fake.port, USER, SECRET, ("pbx1.example.net",)))  # fmt: skip
+    await add_server(services.db, services.box, pbx(fake))
     await services.ami.refresh()
     conn = services.ami.connection("pbx1")
     assert await conn.wait_up(PATIENT)
     fake.emit(
-        newchannel("1795416507.0", "Local/74951234567@callgate-outbound-00000001;1"),
-        newchannel("1795416507.1", CALLER, linkedid="1795416507.0"),
-        var_set("1795416507.1", CALLER, "CALLGATE_RESULT", "Allowed", linkedid="1795416507.0"),
-        newchannel("1795416507.2", "PJSIP/route1-cli-00000002", linkedid="1795416507.0", state="6"),
+        *held_call_events(),
         newchannel("1795416600.3", "PJSIP/1002-00000003"),  # bob ringing in: no hold yet
         newchannel("1795416601.4", "PJSIP/9999-00000004"),  # nobody's
     )
@@ -68,8 +64,7 @@ async def test_close_channels_needs_every_server(services: Services, dispatcher:
     key = await server_key(services)
     none = await _close(dispatcher, key, "carol")  # only `local`, which has no AMI
     assert none.error is not None and none.error.code is ErrorCode.E_ASTERISK_QUERY_ERROR
-    await add_server(services.db, services.box, ServerSpec(
-        "pbx1", "127.0.0.1", "127.0.0.1", fake.port, USER, SECRET, ("pbx1.example.net",)))  # fmt: skip
+    await add_server(services.db, services.box, pbx(fake))
     await services.ami.refresh()
     assert await services.ami.connection("pbx1").wait_up(PATIENT)
     assert (await _close(dispatcher, key, "carol")).value is True

@@ -20,7 +20,7 @@ from billing_core.container import Services
 from callgate.startup import Worker
 from tests.asterisk_sim import run_agi_session
 from tests.factories import make_user
-from tests.fake_ami import SECRET, USER, FakeAmi, newchannel, var_set
+from tests.fake_ami import SECRET, USER, FakeAmi, Message, newchannel, var_set
 from tests.ports import HOST, free_port
 from tests.rating_world import ledger_of, prepare, standard_world, text_of
 from tests.test_agi_end_to_end import build_world
@@ -28,6 +28,18 @@ from tests.test_asterisk_ami import FAST, PATIENT, Mute, until
 from tests.test_startup import PREPARE
 
 CALLER = "Local/74951234567@callgate-outbound-00000001;2"
+
+
+def held_call_events() -> tuple[Message, ...]:
+    """What the dialplan's call 1795416507 makes Asterisk say: the caller's ;1/;2 Local pair,
+    callPrepare Allowed on ;2 (its uniqueid, 1795416507.1, is the call_uid), then the
+    carrier channel Dial created."""
+    return (
+        newchannel("1795416507.0", "Local/74951234567@callgate-outbound-00000001;1"),
+        newchannel("1795416507.1", CALLER, linkedid="1795416507.0"),
+        var_set("1795416507.1", CALLER, "CALLGATE_RESULT", "Allowed", linkedid="1795416507.0"),
+        newchannel("1795416507.2", "PJSIP/route1-cli-00000002", linkedid="1795416507.0", state="6"),
+    )
 
 
 def pbx(fake: FakeAmi, *, enabled: bool = True, secret: str | None = SECRET) -> ServerSpec:
@@ -74,10 +86,7 @@ async def test_a_live_call_joins_its_hold_before_and_after_a_reconnect(
     # what the dialplan's call makes Asterisk say: the caller's ;1/;2 Local pair, callPrepare
     # Allowed on ;2 (its uniqueid is the call_uid), then the carrier channel Dial created
     fake.emit(
-        newchannel("1795416507.0", "Local/74951234567@callgate-outbound-00000001;1"),
-        newchannel("1795416507.1", CALLER, linkedid="1795416507.0"),
-        var_set("1795416507.1", CALLER, "CALLGATE_RESULT", "Allowed", linkedid="1795416507.0"),
-        newchannel("1795416507.2", "PJSIP/route1-cli-00000002", linkedid="1795416507.0", state="6"),
+        *held_call_events(),
         newchannel("1795416599.7", "PJSIP/someone-else-00000003"),  # a call callgate holds nothing for
     )
     await until(lambda: len(conn.registry) == 4, "four channels")

@@ -103,6 +103,9 @@ class Settings:
     ami_ping_timeout_s: float = 3.0
     ami_reconnect_max_s: float = 30.0
     ami_refresh_s: float = 5.0
+    # After the last AMI Cdr event of a call, how long its callFinish may still come before
+    # its open holds are closed from the event (billing_core.calls.orphans).
+    orphan_grace_s: float = 60.0
     system_currency: str = "EUR"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -151,6 +154,7 @@ class Settings:
             ami_ping_timeout_s=float(env.get("CALLGATE_AMI_PING_TIMEOUT_S", "3")),
             ami_reconnect_max_s=float(env.get("CALLGATE_AMI_RECONNECT_MAX_S", "30")),
             ami_refresh_s=float(env.get("CALLGATE_AMI_REFRESH_S", "5")),
+            orphan_grace_s=float(env.get("CALLGATE_ORPHAN_GRACE_S", "60")),
         )
 
 

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from billing_core.api.dispatch import Dispatcher
 from billing_core.bootstrap import bootstrap
 from billing_core.calls.control import run_expiry_loop
+from billing_core.calls.orphans import OrphanCloser
 from billing_core.config import Settings
 from billing_core.container import Services
 from billing_core.directory.tables import sip_extensions
@@ -188,7 +189,10 @@ class Worker:
             cache=self.services.cache.backend.name, degraded=not ready,
         )  # fmt: skip
         # AMI connections live beside the listeners; a server that is down never delays them.
+        orphans = OrphanCloser(self.services, grace_s=settings.orphan_grace_s)
+        orphans.attach(self.services.ami)
         self.services.ami.start()
+        orphans.start()
         try:
             async with asyncio.TaskGroup() as tasks:
                 background = [tasks.create_task(_replay_loop(self.bridge, SPOOL_REPLAY_INTERVAL_S))]
@@ -204,4 +208,5 @@ class Worker:
             self.agi.close()  # stop listening; sessions already dispatched finish (a callFinish is a CDR)
             await self.agi.wait_closed()
             await http.cleanup()
+            await orphans.close()
             await self.services.close()

@@ -58,6 +58,10 @@ DISPOSITION_STATUS = {
     "FAILED": "CHANUNAVAIL",
 }  # fmt: skip
 NO_DIAL_STATUS = "CANCEL"  # the caller hung up before this attempt's Dial
+# A CDR that reconciliation wrote says so in its `cause` (a callFinish carries Asterisk's
+# numeric HANGUPCAUSE there): written in the same transaction as the charge, so exact.
+CLOSED_BY_FILE = "cdr"  # `callgate reconcile`, from Asterisk's CDR file or table
+CLOSED_BY_AMI = "ami"  # billing_core.calls.orphans, from AMI Cdr events
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,15 +172,23 @@ def talk_time(dial: AsteriskCdr, by_channel: dict[str, AsteriskCdr]) -> tuple[in
 # -- the run ------------------------------------------------------------------------------
 
 
-async def open_holds(services: LedgerContext) -> list[OpenHold]:
+async def open_holds(services: LedgerContext, call_uids: Sequence[str] | None = None) -> list[OpenHold]:
+    """Every open (or expired, never closed) hold; of these calls only, when given."""
     query = (
         select(reservations, users.c.username)
         .join(users, users.c.id == reservations.c.user_id, isouter=True)
         .where(reservations.c.state.in_((OPEN, EXPIRED)))
         .order_by(reservations.c.call_uid, reservations.c.prior)
     )
+    rows: list[Any] = []
     async with services.db.begin() as conn:
-        rows = (await conn.execute(query)).all()
+        if call_uids is None:
+            rows = list((await conn.execute(query)).all())
+        else:
+            uids = sorted(set(call_uids))
+            for at in range(0, len(uids), 500):
+                chunk = uids[at : at + 500]
+                rows += (await conn.execute(query.where(reservations.c.call_uid.in_(chunk)))).all()
     return [OpenHold(Reservation.from_row(r), r.user_id, r.username or "?", _utc(r.created_at)) for r in rows]
 
 
@@ -226,9 +238,12 @@ def _age(age: timedelta) -> str:
 
 
 async def reconcile(
-    services: LedgerContext, read_rows: RowSource, *, dry_run: bool, stale_after_s: int, now: datetime | None = None
-) -> Report:
-    holds = await open_holds(services)
+    services: LedgerContext, read_rows: RowSource, *, dry_run: bool, stale_after_s: int, now: datetime | None = None,
+    call_uids: Sequence[str] | None = None, closed_by: str = CLOSED_BY_FILE,
+) -> Report:  # fmt: skip
+    """Decide (and unless dry_run, apply) every open hold, or those of `call_uids` only.
+    `closed_by` is written as the CDR's `cause`: who closed the call instead of a callFinish."""
+    holds = await open_holds(services, call_uids)
     uids = sorted({h.reservation.call_uid for h in holds})
     rows = await read_rows("uniqueid", uids) if uids else []
     partners = sorted({callee_channel(r) for r in rows if r.lastapp.lower() == "dial" and r.dstchannel})
@@ -255,11 +270,11 @@ async def reconcile(
     if not dry_run:
         for decision in report.decisions:
             if decision.action in ("charge", "release"):
-                await _finish(services, decision)
+                await _finish(services, decision, closed_by)
     return report
 
 
-async def _finish(services: LedgerContext, decision: Decision) -> None:
+async def _finish(services: LedgerContext, decision: Decision, closed_by: str) -> None:
     """The callFinish Asterisk would have sent, through the ordinary path (exactly once)."""
     hold = decision.hold
     r = hold.reservation
@@ -275,7 +290,7 @@ async def _finish(services: LedgerContext, decision: Decision) -> None:
     rating: dict[str, Any] = r.rating or {}
     report = Finish(
         destination=str(rating.get("destination", "")), prior=r.prior, call_uid=r.call_uid,
-        length_s=Decimal(decision.talk_s), answered_ms=None, status=decision.status, cause="", is_did="",
+        length_s=Decimal(decision.talk_s), answered_ms=None, status=decision.status, cause=closed_by, is_did="",
     )  # fmt: skip
     answer = await finish_call(services, gens, Caller(user, extension, callerid), report)
     log.info(

@@ -106,6 +106,11 @@ class Settings:
     # After the last AMI Cdr event of a call, how long its callFinish may still come before
     # its open holds are closed from the event (billing_core.calls.orphans).
     orphan_grace_s: float = 60.0
+    # Holds in slices (billing_core.calls.supervision): 0 = off, a call holds its whole
+    # length (the default). > 0: a call on a server with AMI up holds this many seconds at
+    # a time, asked for again `hold_slice_lead_s` before a slice ends.
+    hold_slice_s: int = 0
+    hold_slice_lead_s: int = 30
     system_currency: str = "EUR"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -155,6 +160,8 @@ class Settings:
             ami_reconnect_max_s=float(env.get("CALLGATE_AMI_RECONNECT_MAX_S", "30")),
             ami_refresh_s=float(env.get("CALLGATE_AMI_REFRESH_S", "5")),
             orphan_grace_s=float(env.get("CALLGATE_ORPHAN_GRACE_S", "60")),
+            hold_slice_s=int(env.get("CALLGATE_HOLD_SLICE_S", "0")),
+            hold_slice_lead_s=int(env.get("CALLGATE_HOLD_SLICE_LEAD_S", "30")),
         )
 
 

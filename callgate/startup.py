@@ -30,6 +30,7 @@ from billing_core.api.dispatch import Dispatcher
 from billing_core.bootstrap import bootstrap
 from billing_core.calls.control import run_expiry_loop
 from billing_core.calls.orphans import OrphanCloser
+from billing_core.calls.supervision import HoldSupervisor
 from billing_core.config import Settings
 from billing_core.container import Services
 from billing_core.directory.tables import sip_extensions
@@ -191,8 +192,10 @@ class Worker:
         # AMI connections live beside the listeners; a server that is down never delays them.
         orphans = OrphanCloser(self.services, grace_s=settings.orphan_grace_s)
         orphans.attach(self.services.ami)
+        supervisor = HoldSupervisor(self.services)
         self.services.ami.start()
         orphans.start()
+        supervisor.start()
         try:
             async with asyncio.TaskGroup() as tasks:
                 background = [tasks.create_task(_replay_loop(self.bridge, SPOOL_REPLAY_INTERVAL_S))]
@@ -209,4 +212,5 @@ class Worker:
             await self.agi.wait_closed()
             await http.cleanup()
             await orphans.close()
+            await supervisor.close()
             await self.services.close()

@@ -160,6 +160,15 @@ class AmiService:
             if conn.state is not State.UP:
                 raise AsteriskUnavailable(name, f"AMI {conn.state.value}")
 
+    def up_at(self, address: str) -> bool:
+        """Whether a server at `address` (its AMI host, or one of its sip_server names) is
+        connected now: what makes a FastAGI call from there supervisable."""
+        wanted = address.strip().lower()
+        return any(
+            conn.state is State.UP and (wanted == conn.target.host.lower() or wanted in conn.target.sip_servers)
+            for conn in self._connections.values()
+        )
+
     def statuses(self) -> list[dict[str, Any]]:
         return [conn.status() for _, conn in sorted(self._connections.items())]
 

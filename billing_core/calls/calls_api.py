@@ -8,13 +8,14 @@ callFinish, `answered_ms` (ANSWEREDTIME_MS) and `cause` (HANGUPCAUSE).
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BeforeValidator, Field, StringConstraints
 
 from billing_core.calls import control as calls
 from billing_core.calls import http_pairing
 from billing_core.calls.control import CallAnswer, Caller
+from billing_core.calls.supervision import SupervisionContext, supervised_slice
 from billing_core.catalog.params import Int, Num, Params, Str
 from billing_core.catalog.registry import REGISTRY, CallContext, TextAnswer
 from billing_core.ledger.context import LedgerContext
@@ -55,7 +56,11 @@ class CallFinishParams(Params):
     call_id: CallId = None
 
 
-def _http_unidentified(ctx: CallContext[LedgerContext], call_id: str | None) -> bool:
+# callPrepare's context also has the AMI service (supervision): the helpers take either.
+L = TypeVar("L", bound=LedgerContext)
+
+
+def _http_unidentified(ctx: CallContext[L], call_id: str | None) -> bool:
     """An HTTP request that names no call (the spec's own examples): see http_pairing."""
     return ctx.call_uid is None and not call_id
 
@@ -65,7 +70,7 @@ def _text(answer: CallAnswer) -> TextAnswer:
     return TextAnswer(answer.text, answer.result, answer.ok, answer.error, dict(answer.fields))
 
 
-async def _caller(ctx: CallContext[LedgerContext], callerid: str | None) -> Caller:
+async def _caller(ctx: CallContext[L], callerid: str | None) -> Caller:
     return await calls.find_caller(
         ctx.services,
         ctx.generations,
@@ -77,7 +82,7 @@ async def _caller(ctx: CallContext[LedgerContext], callerid: str | None) -> Call
 
 
 @REGISTRY.method("callPrepare", level=50, params=CallPrepareParams, returns="text")
-async def call_prepare(ctx: CallContext[LedgerContext], p: CallPrepareParams) -> TextAnswer:
+async def call_prepare(ctx: CallContext[SupervisionContext], p: CallPrepareParams) -> TextAnswer:
     caller = await _caller(ctx, p.callerid)
     answer = await calls.prepare_call(
         ctx.services,
@@ -90,6 +95,7 @@ async def call_prepare(ctx: CallContext[LedgerContext], p: CallPrepareParams) ->
             if _http_unidentified(ctx, p.call_id)
             else calls.call_uid_for(ctx.call_uid, p.call_id)
         ),
+        slice_s=supervised_slice(ctx.services, transport=ctx.transport, peer_ip=ctx.peer_ip),
     )
     return _text(answer)
 

@@ -19,6 +19,7 @@ from billing_core.clock import utcnow
 from billing_core.config import SYSTEM_CURRENCY
 from billing_core.errors import ApiError, ErrorCode
 from billing_core.ledger import book as ledger
+from billing_core.ledger import slices
 from billing_core.ledger.book import Hold, expire_reservations, run_expiry_loop
 from billing_core.ledger.call_ledger import CallRecord, DuplicateCall, StoredAnswer
 from billing_core.ledger.context import LedgerContext
@@ -162,8 +163,11 @@ async def _rate(services: LedgerContext, gens: Generations, caller: Caller, dial
 
 
 async def prepare_call(
-    services: LedgerContext, gens: Generations, caller: Caller, *, destination: str, prior: int, call_uid: str
-) -> CallAnswer:
+    services: LedgerContext, gens: Generations, caller: Caller, *, destination: str, prior: int, call_uid: str,
+    slice_s: int = 0,
+) -> CallAnswer:  # fmt: skip
+    """`slice_s` > 0: the call is supervised (billing_core.calls.supervision): it is allowed
+    as long as the account's money lasts, but holds only its first `slice_s` seconds."""
     number = normalize_destination(destination)
     active = caller.user.active
     if active not in (ACTIVE, EXTERNAL_BLOCKED):
@@ -177,15 +181,16 @@ async def prepare_call(
     if active == EXTERNAL_BLOCKED and not rating.internal:
         return _log_decline(ErrorCode.E_USER_LOCKED, caller, call_uid, prior)
     try:
-        return await _hold(services, caller, rating, prior=prior, call_uid=call_uid)
+        return await _hold(services, caller, rating, prior=prior, call_uid=call_uid, slice_s=slice_s)
     except DuplicateCall:
         # The same (call_uid, prior) was held concurrently (for another account).
         existing = await services.call_ledger.find_reservation(call_uid, prior)
         return _replay_hold(caller, existing, services.settings.ring_timeout_s)
 
 
-def _plan(rating: Rating, cap_s: int, available: Decimal) -> tuple[int, Decimal] | None:
-    """The longest call `available` pays for, and what to hold for it (None: not one step)."""
+def _plan(rating: Rating, cap_s: int, available: Decimal, slice_s: int = 0) -> tuple[int, Decimal] | None:
+    """The longest call `available` pays for, and what to hold for it (None: not one step):
+    all of it, or its first `slice_s` seconds for a supervised call."""
     if rating.internal:
         return cap_s, ZERO
     max_time_s = max_call_time(
@@ -198,13 +203,16 @@ def _plan(rating: Rating, cap_s: int, available: Decimal) -> tuple[int, Decimal]
     )
     if max_time_s is None:
         return None
+    held_s = min(max_time_s, slice_s) if slice_s > 0 else max_time_s
     amount = reserve_amount(
-        rating.billed(max_time_s), price_per_minute=rating.price_per_minute, connect_fee=rating.connect_fee
+        rating.billed(held_s), price_per_minute=rating.price_per_minute, connect_fee=rating.connect_fee
     )
     return max_time_s, amount
 
 
-async def _hold(services: LedgerContext, caller: Caller, rating: Rating, *, prior: int, call_uid: str) -> CallAnswer:
+async def _hold(
+    services: LedgerContext, caller: Caller, rating: Rating, *, prior: int, call_uid: str, slice_s: int = 0
+) -> CallAnswer:
     """Hold the longest call the account affords. The first attempt asks for the longest call
     allowed at all (one round trip when the money is there); a `short` answer says what is
     available, and the hold is planned again for that, until it fits or not one step does."""
@@ -212,8 +220,10 @@ async def _hold(services: LedgerContext, caller: Caller, rating: Rating, *, prio
     settings = services.settings
     locked_in = rating.to_json()
     available = UNLIMITED
+    if slice_s > 0 and not rating.internal:  # its slice is checked atomically, its length is planned on this
+        available = await slices.spendable(services.db, caller.user.account_id, utcnow())
     for _ in range(MAX_HOLD_ATTEMPTS):
-        plan = _plan(rating, cap_s, available)
+        plan = _plan(rating, cap_s, available, slice_s)
         if plan is None:
             return _log_decline(ErrorCode.E_INSUFFICIENT_MONEY, caller, call_uid, prior)
         max_time_s, amount = plan

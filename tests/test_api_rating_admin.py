@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -90,12 +91,12 @@ class World:
                              route=str(route), priority=str(priority)) is True  # fmt: skip
 
 
-@pytest.fixture
-async def world(services: Services) -> AsyncIterator[World]:
+@asynccontextmanager
+async def running_world(services: Services) -> AsyncIterator[World]:
     """admin ─┬─ corp1 (22) ─┬─ sub1 (22)
-              │              └─ u1 (11)
-              ├─ corp2 (25)
-              └─ boss (33, an administrator)"""
+    │              └─ u1 (11)
+    ├─ corp2 (25)
+    └─ boss (33, an administrator)"""
     for name, level, manager in (("corp1", 22, "admin"), ("corp2", 25, "admin"), ("sub1", 22, "corp1"),
                                  ("u1", 11, "corp1"), ("boss", 33, "admin")):  # fmt: skip
         await make_user(services, name, accesslevel=level, manager=manager, password=PASSWORDS[name])
@@ -105,6 +106,12 @@ async def world(services: Services) -> AsyncIterator[World]:
     key = await make_key(services, level=0)
     async with serve(services, test_methods=False) as api:
         yield World(services, api, key)
+
+
+@pytest.fixture
+async def world(services: Services) -> AsyncIterator[World]:
+    async with running_world(services) as running:
+        yield running
 
 
 async def direction_id(services: Services, code: str) -> int:

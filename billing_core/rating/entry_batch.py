@@ -100,6 +100,8 @@ def _element(index: int, item: Any, tariff_id: int) -> DirectionChange:
 
 def parse_changes(text: str, tariff_id: int) -> list[DirectionChange]:
     """updateDirections' `directions`: a JSON array of updateDirection's arguments."""
+    if not text.strip():
+        raise ApiError(ErrorCode.E_MISSING_ARGUMENT, "missing argument: directions")
     try:
         data = json.loads(text, parse_float=str, parse_int=str)
     except (ValueError, RecursionError):
@@ -198,10 +200,10 @@ async def copy_entries(db: Database, actor: UserRecord, *, source_id: int, targe
     """copyDirections: the target tariff's entries become those of `source_id` (the acting
     user's current tariff): same directions, costs, routes and priorities; the target's
     own fields (its multiplier among them) stay. Returns the number of entries copied."""
-    if source_id == target_id:
-        raise ApiError(ErrorCode.E_DATA_ABORT, f"tariff {target_id} is your current tariff: nothing to copy")
     async with db.begin() as conn:
         await changeable_row(conn, actor, tariffs, target_id, "tariff")
+        if source_id == target_id:
+            raise ApiError(ErrorCode.E_DATA_ABORT, f"tariff {target_id} is your current tariff: nothing to copy")
         if (await conn.execute(select(tariffs.c.id).where(tariffs.c.id == source_id))).first() is None:
             raise ApiError(ErrorCode.E_NOT_EXIST, f"your current tariff {source_id} does not exist")
         column = tariff_entries.c

@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.exc import IntegrityError
 
 from billing_core.catalog.params import Amount, Int, Params
 from billing_core.checks import MONEY_CEILING, decimal_arg, money_arg, priority_arg
@@ -115,54 +116,54 @@ def parse_changes(text: str, tariff_id: int) -> list[DirectionChange]:
     return [_element(i, item, tariff_id) for i, item in enumerate(data)]
 
 
+def _plan(tariff_id: int, rows: Sequence[Any], changes: Sequence[DirectionChange]) -> dict[int, dict[str, Any]]:
+    """entry id -> the columns it gets, checked against the tariff's entries `rows`
+    (id, direction_id, priority): every element names an entry, none twice, and the
+    priorities after the whole batch are distinct per direction."""
+    slots = {(r.direction_id, r.priority): int(r.id) for r in rows}
+    final = {int(r.id): (r.direction_id, r.priority) for r in rows}
+    planned: dict[int, dict[str, Any]] = {}
+    for index, change in enumerate(changes):
+        entry_id = slots.get((change.direction, change.prior))
+        if entry_id is None:
+            detail = f"directions[{index}]: tariff {tariff_id} has no direction {change.direction}"
+            raise ApiError(ErrorCode.E_NOT_EXIST, f"{detail} at priority {change.prior}")
+        if entry_id in planned:
+            raise ApiError(ErrorCode.E_DATA_ABORT, f"directions[{index}] changes an entry a former element changes")
+        values: dict[str, Any] = {}
+        if change.cost is not None:
+            values["cost"] = change.cost
+        if change.route is not None:
+            values["route_id"] = change.route
+        if change.priority is not None:
+            values["priority"] = change.priority
+            final[entry_id] = (change.direction, change.priority)
+        planned[entry_id] = values
+    if len(set(final.values())) != len(final):
+        raise ApiError(ErrorCode.E_DATA_ABORT, "after the change two entries of one direction would share a priority")
+    return planned
+
+
 async def update_entries(db: Database, actor: UserRecord, tariff_id: int, changes: Sequence[DirectionChange]) -> int:
     """updateDirections: every element changes the entry at (tariff, direction, prior), as
     updateDirection would; all of them or none. The priorities after the whole batch must
     be distinct per direction, so two entries may swap priorities in one call. Returns the
     number of entries changed."""
-    async with db.begin() as conn:
-        await changeable_row(conn, actor, tariffs, tariff_id, "tariff")
-        rows = (
-            await conn.execute(
-                select(tariff_entries.c.id, tariff_entries.c.direction_id, tariff_entries.c.priority).where(
-                    tariff_entries.c.tariff_id == tariff_id
-                )
-            )
-        ).all()
-        slots = {(r.direction_id, r.priority): int(r.id) for r in rows}
-        final = {int(r.id): (r.direction_id, r.priority) for r in rows}
-        planned: dict[int, dict[str, Any]] = {}
-        for index, change in enumerate(changes):
-            entry_id = slots.get((change.direction, change.prior))
-            if entry_id is None:
-                detail = f"directions[{index}]: tariff {tariff_id} has no direction {change.direction}"
-                raise ApiError(ErrorCode.E_NOT_EXIST, f"{detail} at priority {change.prior}")
-            if entry_id in planned:
-                raise ApiError(ErrorCode.E_DATA_ABORT, f"directions[{index}] changes an entry a former element changes")
-            values: dict[str, Any] = {}
-            if change.cost is not None:
-                values["cost"] = change.cost
-            if change.route is not None:
-                values["route_id"] = change.route
-            if change.priority is not None:
-                values["priority"] = change.priority
-                final[entry_id] = (change.direction, change.priority)
-            planned[entry_id] = values
-        for route_id in sorted({v["route_id"] for v in planned.values() if "route_id" in v}):
-            await changeable_row(conn, actor, routes, route_id, "route")
-        taken: dict[tuple[int, int], int] = {}
-        for entry_id, slot in final.items():
-            if slot in taken:
-                raise ApiError(
-                    ErrorCode.E_DATA_ABORT,
-                    f"after the change two entries of direction {slot[0]} would have priority {slot[1]}",
-                )
-            taken[slot] = entry_id
-        moved = [entry_id for entry_id, values in planned.items() if "priority" in values]
-        for entry_id in moved:  # out of the way first: the unique slot holds after every statement
-            await conn.execute(update(tariff_entries).where(tariff_entries.c.id == entry_id).values(priority=-entry_id))
-        for entry_id, values in planned.items():
-            await conn.execute(update(tariff_entries).where(tariff_entries.c.id == entry_id).values(**values))
+    column = tariff_entries.c
+    try:
+        async with db.begin() as conn:
+            await changeable_row(conn, actor, tariffs, tariff_id, "tariff")
+            query = select(column.id, column.direction_id, column.priority).where(column.tariff_id == tariff_id)
+            planned = _plan(tariff_id, (await conn.execute(query)).all(), changes)
+            for route_id in sorted({v["route_id"] for v in planned.values() if "route_id" in v}):
+                await changeable_row(conn, actor, routes, route_id, "route")
+            # entries that move leave their slot first: the unique slot holds after every statement
+            for entry_id in [e for e, values in planned.items() if "priority" in values]:
+                await conn.execute(update(tariff_entries).where(column.id == entry_id).values(priority=-entry_id))
+            for entry_id, values in planned.items():
+                await conn.execute(update(tariff_entries).where(column.id == entry_id).values(**values))
+    except IntegrityError as exc:  # a concurrent write took a slot the batch moves to
+        raise ApiError(ErrorCode.E_DATA_ABORT, "the tariff changed concurrently; send the batch again") from exc
     log.info("tariff.entries_updated", tariff_id=tariff_id, entries=len(planned), by=actor.username)
     return len(planned)
 
@@ -200,27 +201,30 @@ async def copy_entries(db: Database, actor: UserRecord, *, source_id: int, targe
     """copyDirections: the target tariff's entries become those of `source_id` (the acting
     user's current tariff): same directions, costs, routes and priorities; the target's
     own fields (its multiplier among them) stay. Returns the number of entries copied."""
-    async with db.begin() as conn:
-        await changeable_row(conn, actor, tariffs, target_id, "tariff")
-        if source_id == target_id:
-            raise ApiError(ErrorCode.E_DATA_ABORT, f"tariff {target_id} is your current tariff: nothing to copy")
-        if (await conn.execute(select(tariffs.c.id).where(tariffs.c.id == source_id))).first() is None:
-            raise ApiError(ErrorCode.E_NOT_EXIST, f"your current tariff {source_id} does not exist")
-        column = tariff_entries.c
-        rows = (
-            await conn.execute(
-                select(column.direction_id, column.cost, column.route_id, column.priority).where(
-                    column.tariff_id == source_id
+    try:
+        async with db.begin() as conn:
+            await changeable_row(conn, actor, tariffs, target_id, "tariff")
+            if source_id == target_id:
+                raise ApiError(ErrorCode.E_DATA_ABORT, f"tariff {target_id} is your current tariff: nothing to copy")
+            if (await conn.execute(select(tariffs.c.id).where(tariffs.c.id == source_id))).first() is None:
+                raise ApiError(ErrorCode.E_NOT_EXIST, f"your current tariff {source_id} does not exist")
+            column = tariff_entries.c
+            rows = (
+                await conn.execute(
+                    select(column.direction_id, column.cost, column.route_id, column.priority).where(
+                        column.tariff_id == source_id
+                    )
                 )
-            )
-        ).all()
-        await conn.execute(delete(tariff_entries).where(column.tariff_id == target_id))
-        copies = [
-            {"tariff_id": target_id, "direction_id": r.direction_id, "cost": Decimal(r.cost), "route_id": r.route_id,
-             "priority": r.priority}
-            for r in rows
-        ]  # fmt: skip
-        if copies:
-            await conn.execute(tariff_entries.insert(), copies)
+            ).all()
+            await conn.execute(delete(tariff_entries).where(column.tariff_id == target_id))
+            copies = [
+                {"tariff_id": target_id, "direction_id": r.direction_id, "cost": Decimal(r.cost),
+                 "route_id": r.route_id, "priority": r.priority}
+                for r in rows
+            ]  # fmt: skip
+            if copies:
+                await conn.execute(tariff_entries.insert(), copies)
+    except IntegrityError as exc:  # a concurrent write to the target
+        raise ApiError(ErrorCode.E_DATA_ABORT, "the tariff changed concurrently; copy again") from exc
     log.info("tariff.entries_copied", source=source_id, target=target_id, entries=len(copies), by=actor.username)
     return len(copies)

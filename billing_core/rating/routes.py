@@ -260,18 +260,21 @@ async def delete_route(db: Database, actor: UserRecord, route_id: int) -> None:
     refused (E_DATA_ABORT, naming the tariffs): move or delete those entries first, so no
     tariff is left pricing a direction over a route that is gone. Calls already rated on
     it keep their rating (the hold carries it) and their CDRs keep the route's name."""
-    async with db.begin() as conn:
-        await changeable_row(conn, actor, routes, route_id, "route")
-        users_of = (
-            await conn.execute(
-                select(tariff_entries.c.tariff_id).where(tariff_entries.c.route_id == route_id).distinct()
-            )
-        ).scalars().all()  # fmt: skip
-        if users_of:
-            listed = ", ".join(str(t) for t in sorted(users_of)[:10])
-            raise ApiError(
-                ErrorCode.E_DATA_ABORT,
-                f"route {route_id} is used by tariff entries (tariffs {listed}): move or delete them first",
-            )
-        await conn.execute(delete(routes).where(routes.c.id == route_id))
+    try:
+        async with db.begin() as conn:
+            await changeable_row(conn, actor, routes, route_id, "route")
+            users_of = (
+                await conn.execute(
+                    select(tariff_entries.c.tariff_id).where(tariff_entries.c.route_id == route_id).distinct()
+                )
+            ).scalars().all()  # fmt: skip
+            if users_of:
+                listed = ", ".join(str(t) for t in sorted(users_of)[:10])
+                raise ApiError(
+                    ErrorCode.E_DATA_ABORT,
+                    f"route {route_id} is used by tariff entries (tariffs {listed}): move or delete them first",
+                )
+            await conn.execute(delete(routes).where(routes.c.id == route_id))
+    except IntegrityError as exc:  # an entry took the route meanwhile (the foreign key)
+        raise ApiError(ErrorCode.E_DATA_ABORT, f"route {route_id} is used by tariff entries") from exc
     log.info("route.deleted", route_id=route_id, by=actor.username)

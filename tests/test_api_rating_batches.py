@@ -284,3 +284,21 @@ async def test_a_copied_tariff_rates_the_next_call(world: World, deck: dict[str,
     await world.ok("sub1", "copyDirections", rates=str(own))
     words = await prepare(world, key)
     assert words[5:7] == ["81", "trunk-a"]
+
+
+async def test_a_batch_as_large_as_the_door_takes(world: World, deck: dict[str, int]) -> None:
+    """Many entries in one call (every 49… code of a fresh tariff), and a `directions` longer
+    than the door's 4,096 characters per argument answered 400 with an E_* code."""
+    big = await world.add_tariff("corp1", "Big")
+    for priority in range(1, 41):
+        await world.add_entry("corp1", big, "49", "0.01", deck["a"], priority)
+    changes = [{"direction": deck["49"], "prior": p, "cost": f"0.{p:02d}"} for p in range(1, 41)]
+    assert len(json.dumps(changes)) <= 4096
+    reply = await post_directions(world, "corp1", big, changes)
+    assert reply.status == 200 and reply.json()["response"] is True, reply.text
+    assert [e[1] for e in await entries(world.services, big)] == [Decimal(f"0.{p:02d}") for p in range(1, 41)]
+    too_long = changes * 3
+    assert len(json.dumps(too_long)) > 4096
+    reply = await post_directions(world, "corp1", big, too_long)
+    assert reply.status == 400 and reply.code == "E_INVALID_ARGUMENT"  # refused at the door: nothing written
+    assert [e[1] for e in await entries(world.services, big)] == [Decimal(f"0.{p:02d}") for p in range(1, 41)]

@@ -1,4 +1,4 @@
-"""Routes: addRoute, getRoutes, updateRouteState.
+"""Routes: addRoute, getRoutes, getRouteInfo, updateRoute, updateRouteState, deleteRoute.
 
 A route carries `owner`, the username it was created for (the acting user; an
 administrator calling with `username=` creates it for that user). Who sees and changes
@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from billing_core.checks import invalid, optional_arg, required_arg, text_arg
 from billing_core.db.engine import Database
 from billing_core.directory.ownership import changeable_row, listing_owners
 from billing_core.errors import ApiError, ErrorCode
-from billing_core.rating.tables import routes
+from billing_core.rating.tables import routes, tariff_entries
 from billing_core.records import UserRecord
 
 if TYPE_CHECKING:
@@ -173,3 +173,108 @@ async def set_route_state(db: Database, actor: UserRecord, route_id: int, enable
         await changeable_row(conn, actor, routes, route_id, "route")
         await conn.execute(update(routes).where(routes.c.id == route_id).values(enabled=enabled))
     log.info("route.state_changed", route_id=route_id, enabled=enabled, by=actor.username)
+
+
+async def route_info(db: Database, actor: UserRecord, route_id: int) -> dict[str, Any]:
+    """getRouteInfo: one route as getRoutes shows it, if `actor` may change it (its own, or
+    for a reseller those of the users it manages; administrators every route)."""
+    async with db.begin() as conn:
+        row = await changeable_row(conn, actor, routes, route_id, "route")
+    return _route_json(row)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteChanges:
+    """updateRoute's fields; None leaves a field as it is. An empty `password` or
+    `balance_password` removes the stored one."""
+
+    route: str | None = None
+    prefix: str | None = None
+    host: str | None = None
+    user: str | None = None
+    password: str | None = None
+    callerid: int | None = None
+    balance_handler: str | None = None
+    balance_username: str | None = None
+    balance_password: str | None = None
+
+    def given(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__ if getattr(self, name) is not None}
+
+
+def _pick(new: Any, old: Any) -> Any:
+    return old if new is None else new
+
+
+async def update_route(db: Database, box: SecretBox, actor: UserRecord, route_id: int, changes: RouteChanges) -> None:
+    """updateRoute: change the given fields of a route `actor` may change. The route as it
+    would be afterwards is checked by addRoute's rules (its type and SIP server stay);
+    a new name must be free among the owner's routes."""
+    given = changes.given()
+    if not given:
+        raise ApiError(ErrorCode.E_MISSING_ARGUMENT, "nothing to change: give route, prefix, host, user, pass, "
+                       "callerid, balance_handler, balance_username and/or balance_password")  # fmt: skip
+    try:
+        async with db.begin() as conn:
+            row = await changeable_row(conn, actor, routes, route_id, "route")
+            merged = NewRoute(
+                route=_pick(changes.route, row.route),
+                type=row.type,
+                # updateRoute does not change the SIP server: a route stored without one
+                # (written outside addRoute) is not refused for it
+                sip_server=row.sip_server or "-",
+                prefix=_pick(changes.prefix, row.prefix),
+                host=_pick(changes.host, row.host),
+                user=_pick(changes.user, row.user),
+                password=changes.password or "",
+                callerid=_pick(changes.callerid, row.callerid),
+                balance_handler=_pick(changes.balance_handler, row.balance_handler),
+                balance_username=_pick(changes.balance_username, row.balance_username),
+                balance_password=changes.balance_password or "",
+            ).validated()
+            if changes.route is not None and changes.route != row.route:
+                taken = select(routes.c.id).where(
+                    routes.c.owner == row.owner, routes.c.route == merged.route, routes.c.id != route_id
+                )
+                if (await conn.execute(taken)).first() is not None:
+                    raise ApiError(ErrorCode.E_DATA_ABORT, f"{row.owner} already has a route named {merged.route}")
+            values: dict[str, Any] = {
+                name: getattr(merged, name)
+                for name in ("route", "prefix", "host", "user", "callerid", "balance_handler", "balance_username")
+                if name in given
+            }
+            if changes.password is not None:
+                values["pass_enc"] = box.encrypt(changes.password) if changes.password else None
+            if changes.balance_password is not None:
+                secret = changes.balance_password
+                values["balance_password_enc"] = box.encrypt(secret) if secret else None
+            await conn.execute(update(routes).where(routes.c.id == route_id).values(**values))
+    except IntegrityError as exc:  # a concurrent addRoute/updateRoute took the name
+        raise ApiError(ErrorCode.E_DATA_ABORT, "the owner already has a route of this name") from exc
+    # the field names only: never the values (passwords among them)
+    log.info("route.updated", route_id=route_id, fields=sorted(given), by=actor.username)
+
+
+async def delete_route(db: Database, actor: UserRecord, route_id: int) -> None:
+    """deleteRoute: remove a route no tariff entry uses. A route still in a tariff is
+    refused (E_DATA_ABORT, naming the tariffs): move or delete those entries first, so no
+    tariff is left pricing a direction over a route that is gone. Calls already rated on
+    it keep their rating (the hold carries it) and their CDRs keep the route's name."""
+    try:
+        async with db.begin() as conn:
+            await changeable_row(conn, actor, routes, route_id, "route")
+            users_of = (
+                await conn.execute(
+                    select(tariff_entries.c.tariff_id).where(tariff_entries.c.route_id == route_id).distinct()
+                )
+            ).scalars().all()  # fmt: skip
+            if users_of:
+                listed = ", ".join(str(t) for t in sorted(users_of)[:10])
+                raise ApiError(
+                    ErrorCode.E_DATA_ABORT,
+                    f"route {route_id} is used by tariff entries (tariffs {listed}): move or delete them first",
+                )
+            await conn.execute(delete(routes).where(routes.c.id == route_id))
+    except IntegrityError as exc:  # an entry took the route meanwhile (the foreign key)
+        raise ApiError(ErrorCode.E_DATA_ABORT, f"route {route_id} is used by tariff entries") from exc
+    log.info("route.deleted", route_id=route_id, by=actor.username)

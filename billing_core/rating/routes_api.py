@@ -75,3 +75,51 @@ class UpdateRouteStateParams(Params):
 async def update_route_state(ctx: CallContext[RatingContext], p: UpdateRouteStateParams) -> bool:
     await routes.set_route_state(ctx.services.db, ctx.require_actor(), p.id, p.state)
     return True
+
+
+class RouteIdParams(Params):
+    id: Int
+
+
+@REGISTRY.method("getRouteInfo", level=22, params=RouteIdParams, returns="json")
+async def get_route_info(ctx: CallContext[RatingContext], p: RouteIdParams) -> dict[str, Any]:
+    """One route, fields as getRoutes (the spec's example, then callgate's own); its
+    passwords are never part of the answer."""
+    return await routes.route_info(ctx.services.db, ctx.require_actor(), p.id)
+
+
+class UpdateRouteParams(Params):
+    id: Int
+    route: Str | None = None
+    prefix: Str | None = None
+    host: Str | None = None
+    user: Str | None = None
+    password: Str | None = Field(default=None, alias="pass")
+    callerid: Int | None = None
+    balance_handler: Str | None = None
+    balance_username: Str | None = None
+    balance_password: Str | None = None
+
+
+@REGISTRY.method("updateRoute", level=22, params=UpdateRouteParams, returns="bool", invalidates=(NS_RATING,))
+async def update_route(ctx: CallContext[RatingContext], p: UpdateRouteParams) -> bool:
+    changes = routes.RouteChanges(
+        route=p.route,
+        prefix=p.prefix,
+        host=p.host,
+        user=p.user,
+        password=p.password,
+        callerid=p.callerid,
+        balance_handler=p.balance_handler,
+        balance_username=p.balance_username,
+        balance_password=p.balance_password,
+    )
+    await routes.update_route(ctx.services.db, ctx.services.box, ctx.require_actor(), p.id, changes)
+    return True
+
+
+@REGISTRY.method("deleteRoute", level=22, params=RouteIdParams, returns="bool", invalidates=(NS_RATING,))
+async def delete_route(ctx: CallContext[RatingContext], p: RouteIdParams) -> bool:
+    """Refused (E_DATA_ABORT) while a tariff entry uses the route (docs/decisions.md)."""
+    await routes.delete_route(ctx.services.db, ctx.require_actor(), p.id)
+    return True

@@ -1,4 +1,4 @@
-"""Tariffs (and tariff options): addRates, getRatesList, and who may read which tariff.
+"""Tariffs (and tariff options): addRates, getRatesList, getRatesInfo, and who may read which tariff.
 
 A tariff carries `owner`, the username it was created for (the acting user; an
 administrator calling with `username=` creates it for that user). Visibility is
@@ -186,3 +186,13 @@ async def public_price_list(db: Database) -> int | None:
             )
         ).scalar()
     return None if found is None else int(found)
+
+
+async def tariff_info(db: Database, actor: UserRecord, tariff_id: int, *, eur_course: Decimal) -> dict[str, Any]:
+    """getRatesInfo: one tariff as getRatesList shows it, if `actor` may read it (the rule of
+    getRates: tariff_access.may_read_tariff); display_switch_price at `eur_course`."""
+    async with db.begin() as conn:
+        row = await existing_row(conn, select(tariffs).where(tariffs.c.id == tariff_id), f"no tariff {tariff_id}")
+        if not await may_read_tariff(conn, actor, row):
+            raise ApiError(ErrorCode.E_DOES_NOT_BELONG_TO_YOU, f"tariff {tariff_id} is not offered to you")
+    return _tariff_json(row, eur_course)

@@ -18,7 +18,7 @@ from billing_core.rating.context import RatingContext
 _CURRENCY = re.compile(r"[A-Z]{3}")
 
 
-async def _eur_course(ctx: CallContext[RatingContext], currency: str) -> Decimal:
+async def eur_course_for(ctx: CallContext[RatingContext], currency: str) -> Decimal:
     """Units of `currency` per EUR; E_NOT_EXIST for a currency the billing does not keep."""
     code = currency.strip().upper()
     if not _CURRENCY.fullmatch(code):
@@ -108,7 +108,7 @@ async def get_rates_list(ctx: CallContext[RatingContext], p: GetRatesListParams)
     """Tariffs the acting user may see (tariff_access.tariff_list_filter), fields as the spec's
     example; display_switch_price is in the acting user's currency."""
     actor = ctx.require_actor()
-    course = await _eur_course(ctx, actor.currency)
+    course = await eur_course_for(ctx, actor.currency)
     return await tariffs.list_tariffs(
         ctx.services.db,
         actor,
@@ -130,7 +130,7 @@ async def get_rates(ctx: CallContext[RatingContext], p: GetRatesParams) -> list[
     too: this is the tariff as configured."""
     actor = ctx.require_actor()
     await tariffs.readable_tariff(ctx.services.db, actor, p.id)
-    course = await _eur_course(ctx, actor.currency)
+    course = await eur_course_for(ctx, actor.currency)
     priced = await prices.tariff_prices(ctx.services, ctx.generations, p.id)
     if priced is None:
         raise ApiError(ErrorCode.E_NOT_EXIST, f"no tariff {p.id}")
@@ -141,7 +141,7 @@ class GetCurrentRatesParams(Params):
     currency: Str = "EUR"
 
 
-async def _current_tariff_id(ctx: CallContext[RatingContext]) -> int:
+async def current_tariff_id(ctx: CallContext[RatingContext]) -> int:
     """Which tariff getCurrentRates shows.
 
     - Anonymous (no user): the operator's public price list, i.e. the lowest-id public
@@ -175,11 +175,11 @@ async def _current_tariff_id(ctx: CallContext[RatingContext]) -> int:
 
 @REGISTRY.method("getCurrentRates", level=0, params=GetCurrentRatesParams, returns="json")
 async def get_current_rates(ctx: CallContext[RatingContext], p: GetCurrentRatesParams) -> list[dict[str, Any]]:
-    """The prices the current user calls at (see _current_tariff_id), displaycost in
+    """The prices the current user calls at (see current_tariff_id), displaycost in
     `currency` (E_NOT_EXIST if unknown). Same shape as getRates, but only entries on
     enabled routes: what a call can actually use."""
-    course = await _eur_course(ctx, p.currency)
-    tariff_id = await _current_tariff_id(ctx)
+    course = await eur_course_for(ctx, p.currency)
+    tariff_id = await current_tariff_id(ctx)
     priced = await prices.tariff_prices(ctx.services, ctx.generations, tariff_id)
     if priced is None:
         raise ApiError(ErrorCode.E_NOT_EXIST, "your tariff does not exist any more")

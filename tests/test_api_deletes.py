@@ -119,6 +119,14 @@ async def open_hold(services: Services, user: MadeUser) -> None:
         )  # fmt: skip
 
 
+def names(found: list[dict[str, Any]]) -> list[str]:
+    return [e["sip_extension"] for e in found]
+
+
+def listed(found: list[dict[str, Any]]) -> list[str]:
+    return sorted(u for a in found for u in a["users"])
+
+
 # --------------------------------------------------------------- deleteUser
 
 
@@ -211,7 +219,6 @@ async def test_get_extensions_answers_its_example(world: World) -> None:
 
 async def test_get_extensions_own_all_owner_and_ownership(world: World) -> None:
     await add_extension(world.services, world.sub, "4000001")
-    names = lambda found: [e["sip_extension"] for e in found]  # noqa: E731
     assert names(await world.ok("reseller", "getExtensions")) == []  # own, and the reseller has none
     assert names(await world.ok("reseller", "getExtensions", own="false")) == ["40000", "4000001", "40005"]
     assert names(await world.ok("reseller", "getExtensions", all="true")) == ["40000", "4000001", "40005"]
@@ -292,7 +299,6 @@ async def test_get_accounts_answers_its_example(world: World) -> None:
 
 
 async def test_get_accounts_all_and_ownership(world: World) -> None:
-    listed = lambda found: sorted(u for a in found for u in a["users"])  # noqa: E731
     assert listed(await world.ok("reseller", "getAccounts", all="true")) == ["newuser", "sub"]
     assert listed(await world.ok("other", "getAccounts")) == ["stranger"]
     every = ["admin", "boss", "newuser", "other", "reseller", "stranger", "sub"]

@@ -167,7 +167,10 @@ async def test_update_key_changes_each_field_under_both_spellings(world: World) 
 
 async def test_update_key_refuses_bad_input_and_others_keys(world: World) -> None:
     await add_testkey1(world)
-    update = lambda **args: world.admin("updateKey", name="TESTKEY1", **args)  # noqa: E731
+
+    async def update(**args: str) -> Reply:
+        return await world.admin("updateKey", name="TESTKEY1", **args)
+
     assert code(await update()) == "E_MISSING_ARGUMENT"
     assert code(await world.admin("updateKey", secure_only="1")) == "E_MISSING_ARGUMENT"
     assert code(await update(auth_by="msisdn")) == "E_UNDEFINED_INSTRUCTION"
@@ -294,7 +297,10 @@ async def test_revoke_key_reaches_every_worker_before_it_answers(world: World, t
     gate_b = Gate(agi.port)
     try:
         async with serve(other, test_methods=False) as api_b:
-            portal_b = lambda: api_b.get(SECRET, "getInfo", {}, source=PORTAL)  # noqa: E731
+
+            async def portal_b() -> Reply:
+                return await api_b.get(SECRET, "getInfo", {}, source=PORTAL)
+
             for _ in range(3):  # B's cache holds both keys, and its watcher is subscribed
                 assert ok(await portal_b())["username"] == "alice"
                 assert (await gate_b.prepare("b-warm"))["CALLGATE_RESULT"] == "Allowed"

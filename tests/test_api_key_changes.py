@@ -6,6 +6,7 @@ that had the key in its cache."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from sqlalchemy import select
 
 from billing_core.api.dispatch import Dispatcher
 from billing_core.auth.secrets_store import api_key_hash, md5_hex
+from billing_core.cache.backend import RedisBackend
 from billing_core.container import Services
 from billing_core.directory.tables import api_keys, users
 from billing_core.spool import Spool
@@ -35,6 +37,7 @@ from tests.shared_paths import spec_file
 SECRET = "T3stKey-0123456789abcdef"  # TESTKEY1's key
 PORTAL = "127.0.0.5"  # where TESTKEY1's requests come from (a refused key bans its address)
 RUSSIA = "74951234567"
+LATE_S = 0.3  # how late the other worker's cache watcher applies a bump
 
 
 @dataclass
@@ -281,7 +284,9 @@ async def test_a_revoked_asterisk_key_refuses_the_next_fastagi_call(world: World
 @pytest.mark.parametrize("settings", ["server"], indirect=True)
 async def test_revoke_key_reaches_every_worker_before_it_answers(world: World, tmp_path: Path) -> None:
     """Worker B holds TESTKEY1 and the Asterisk key in its cache; revokeKey answered by
-    worker A; B's next HTTP request and FastAGI session are refused, without any wait."""
+    worker A; B's next HTTP request and FastAGI session are refused, without any wait.
+    B's watcher is made late (its every read of the counters waits LATE_S first, as on a
+    busy worker), so only revokeKey waiting for B to confirm the bump can pass this."""
     await add_testkey1(world)
     std = await standard_world(world.services)
     async with world.services.db.begin() as conn:
@@ -292,6 +297,15 @@ async def test_revoke_key_reaches_every_worker_before_it_answers(world: World, t
         await conn.execute(users.update().where(users.c.username == "alice").values(rates_id=std.base))
     await world.services.cache.invalidate("profiles")
     other = Services.build(world.services.settings)
+    backend = other.cache.backend
+    assert isinstance(backend, RedisBackend)
+    on_time = backend._sync
+
+    async def late_sync() -> None:
+        await asyncio.sleep(LATE_S)
+        await on_time()
+
+    backend._sync = late_sync  # type: ignore[method-assign]
     agi = FastAGIServer(AGIBridge(Dispatcher(other), Spool(tmp_path / "spool-b")), ServerConfig())
     await agi.start("127.0.0.1", 0)
     gate_b = Gate(agi.port)
@@ -301,9 +315,14 @@ async def test_revoke_key_reaches_every_worker_before_it_answers(world: World, t
             async def portal_b() -> Reply:
                 return await api_b.get(SECRET, "getInfo", {}, source=PORTAL)
 
-            for _ in range(3):  # B's cache holds both keys, and its watcher is subscribed
+            for _ in range(3):  # B's cache holds both keys
                 assert ok(await portal_b())["username"] == "alice"
                 assert (await gate_b.prepare("b-warm"))["CALLGATE_RESULT"] == "Allowed"
+            for _ in range(100):  # and B takes generations from its watcher, not from Redis
+                if backend.pushed:
+                    break
+                await asyncio.sleep(0.05)
+            assert backend.pushed
             assert ok(await world.admin("revokeKey", name="TESTKEY1")) is True
             refused = await portal_b()  # at once: no sleep between the answer and this request
             assert refused.status == 401, refused.text

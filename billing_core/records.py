@@ -46,7 +46,7 @@ class KeyRecord:
             default_user=row.default_user,
             allowed_methods=tuple(m for m in row.allowed_methods.replace(" ", ",").split(",") if m),
             secure_only=row.secure_only,
-            enabled=row.enabled,
+            enabled=0 if getattr(row, "revoked_at", None) is not None else row.enabled,  # revokeKey
             owner=row.owner,
             dnsname=row.dnsname,
         )

@@ -87,7 +87,11 @@ async def warm_caches(services: Services) -> tuple[int, int]:
         tariff_ids = (await conn.execute(select(tariffs.c.id).order_by(tariffs.c.id).limit(WARM_TARIFFS_MAX))).scalars()
         tariff_list = list(tariff_ids)
         limit = services.settings.warm_profiles
-        ext_query = select(sip_extensions.c.sip_extension, sip_extensions.c.user_id).order_by(sip_extensions.c.id)
+        ext_query = (
+            select(sip_extensions.c.sip_extension, sip_extensions.c.user_id)
+            .where(sip_extensions.c.deleted_at.is_(None))  # a deleted SIP account is never looked up
+            .order_by(sip_extensions.c.id)
+        )
         ext_rows = (await conn.execute(ext_query.limit(limit))).all() if limit > 0 else []
     for tariff_id in tariff_list:
         await rating.tariff(gens, tariff_id)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import time
 from typing import Protocol
@@ -43,6 +44,12 @@ class CacheBackend(Protocol):
 
     async def warm_up(self, connections: int) -> int:
         """Open up to `connections` connections before the first decision; how many are open."""
+        ...
+
+    async def bump_everywhere(self, namespace: str) -> bool:
+        """Bump `namespace` and return once every serving process has seen the bump (the
+        next lookup anywhere reloads): revokeKey and the deletes. False when that could not
+        be confirmed in time (the bump itself is never skipped)."""
         ...
 
 
@@ -107,6 +114,12 @@ class MemoryBackend:
     async def warm_up(self, connections: int) -> int:
         return 0  # nothing to open: the cache is this process's memory
 
+    async def bump_everywhere(self, namespace: str) -> bool:
+        # The in-process cache serves one worker (callgate.app: several need Redis), and
+        # this bump clears its memory at once; another process hears of it by the poll.
+        await self.bump(namespace)
+        return True
+
     async def close(self) -> None:
         self._closing = True
         if self._watcher is not None:
@@ -126,6 +139,7 @@ return value
 """
 _WATCH_RETRY_S = 0.5
 _POLL_S = 0.2  # the watcher's longest wait for a message, and so how soon close() is heard
+_FENCE_POLL_S = 0.002  # bump_everywhere's wait between two reads of the workers' "seen" keys
 
 
 class RedisBackend:
@@ -157,6 +171,13 @@ class RedisBackend:
         self._own_bumps = 0  # this process's bumps: a read that overlapped one is read again
         self._closing = False
         self._pubsub: PubSub | None = None
+        # "Seen" key: the counters this process's watcher last applied, so that a writer can
+        # wait until every worker has applied its bump (bump_everywhere). It expires when a
+        # worker stops syncing, so a dead worker delays a fence by at most seen_ttl_s.
+        db = pool.connection_kwargs.get("db", 0)
+        self._seen_prefix = f"{keys.PREFIX}:seen:{db}:"
+        self._seen_key = self._seen_prefix + secrets.token_hex(8)
+        self.seen_ttl_s = max(3, int(3 * reconcile_s + 0.999))
 
     def _failed(self, op: str, exc: Exception) -> None:
         if self._healthy:
@@ -247,6 +268,7 @@ class RedisBackend:
             values = await self._read_generations()
             if before == self._own_bumps:  # none of our bumps landed while we read
                 self._pushed = values
+                await self._redis.set(self._seen_key, json.dumps(values), ex=self.seen_ttl_s)
                 return
 
     async def _bump(self, namespace: str) -> int:
@@ -267,6 +289,36 @@ class RedisBackend:
         except (RedisError, OSError) as exc:
             self._lost_bumps = True
             self._failed("bump", exc)
+
+    async def bump_everywhere(self, namespace: str) -> bool:
+        """Bump, then wait until every worker's watcher has applied a counter at least as new
+        (its "seen" key; a worker whose watcher is not subscribed reads the counters from
+        Redis on every decision, and its seen key expires). Bounded by seen_ttl_s + 1 s."""
+        try:
+            target = await self._bump(namespace)
+        except (RedisError, OSError) as exc:
+            self._lost_bumps = True
+            self._failed("bump", exc)
+            return False
+        deadline = time.monotonic() + self.seen_ttl_s + 1
+        pending: list[str] = []
+        try:
+            while True:
+                names = [name async for name in self._redis.scan_iter(match=self._seen_prefix + "*", count=1000)]
+                values = await self._redis.mget(names) if names else []
+                pending = [
+                    str(name) for name, raw in zip(names, values, strict=True)
+                    if raw is not None and int(json.loads(raw).get(namespace, 0)) < target
+                ]  # fmt: skip
+                if not pending or time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(_FENCE_POLL_S)
+        except (RedisError, OSError) as exc:
+            self._failed("bump_everywhere", exc)
+            return False
+        if pending:
+            log.warning("cache.bump_not_confirmed", namespace=namespace, workers=len(pending))
+        return not pending
 
     async def get(self, key: str) -> bytes | None:
         try:
@@ -300,6 +352,8 @@ class RedisBackend:
 
     async def close(self) -> None:
         self._closing = True
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.delete(self._seen_key)  # no fence waits for a closed worker
         if self._watcher is not None:
             # Cutting its connection wakes the watcher at once; otherwise it ends within
             # one poll slice. Cancelling is only the last resort.

@@ -34,6 +34,15 @@ class ReadThroughCache:
             await self.backend.bump(namespace)
         self._local = {k: v for k, v in self._local.items() if k[0] not in namespaces}
 
+    async def invalidate_everywhere(self, *namespaces: str) -> bool:
+        """`invalidate`, returning once every serving process has seen it (a revoked key or a
+        deleted user is refused by the next request on any worker). False: not confirmed."""
+        confirmed = True
+        for namespace in namespaces:
+            confirmed = await self.backend.bump_everywhere(namespace) and confirmed
+        self._local = {k: v for k, v in self._local.items() if k[0] not in namespaces}
+        return confirmed
+
     async def lookup(
         self,
         generations: dict[str, int] | None,

@@ -1,4 +1,4 @@
-"""getLogs: a user's call log (the `cdrs` rows callFinish writes), newest first."""
+"""getLogs: a user's call log (the `cdrs` rows callFinish writes), newest first; deleteLogs hides it."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select
+import structlog
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from billing_core.clock import wire_time
+from billing_core.clock import utcnow, wire_time
 from billing_core.directory.tables import sip_extensions, users
 from billing_core.ledger.context import LedgerContext
 from billing_core.ledger.currency import all_currencies
@@ -19,6 +20,8 @@ from billing_core.numbers.tables import dids
 from billing_core.records import UserRecord
 
 Generations = dict[str, int] | None
+
+log = structlog.get_logger(__name__)
 
 MAX_LIMIT = 10000
 
@@ -35,8 +38,10 @@ async def _called_users(conn: AsyncConnection, destinations: set[str]) -> dict[s
     found: dict[str, str] = {}
     for did, owner in (await conn.execute(select(dids.c.did, dids.c.owner).where(dids.c.did.in_(destinations)))).all():
         found[did] = owner
-    by_extension = select(sip_extensions.c.sip_extension, users.c.username).join(
-        users, users.c.id == sip_extensions.c.user_id
+    by_extension = (
+        select(sip_extensions.c.sip_extension, users.c.username)
+        .join(users, users.c.id == sip_extensions.c.user_id)
+        .where(sip_extensions.c.deleted_at.is_(None))
     )
     for name, owner in (await conn.execute(by_extension.where(sip_extensions.c.sip_extension.in_(destinations)))).all():
         found[name] = owner
@@ -52,7 +57,7 @@ async def call_log(
     only_completed: bool,
     resolve_info: bool,
 ) -> list[dict[str, Any]]:
-    query = select(cdrs).where(cdrs.c.user_id == subject.id)
+    query = select(cdrs).where(cdrs.c.user_id == subject.id, cdrs.c.deleted_at.is_(None))
     if only_completed:
         query = query.where(completed())
     query = query.order_by(cdrs.c.created_at.desc(), cdrs.c.id.desc()).limit(limit)
@@ -88,3 +93,15 @@ async def call_log(
             )
         entries.append(entry)
     return entries
+
+
+async def hide_log(services: LedgerContext, subject: UserRecord, *, by: str) -> int:
+    """deleteLogs: mark the user's visible CDRs deleted (never remove them: they are the
+    books, and their unique (call_uid, prior) guards callFinish against a second charge)."""
+    async with services.db.begin() as conn:
+        result = await conn.execute(
+            update(cdrs).where(cdrs.c.user_id == subject.id, cdrs.c.deleted_at.is_(None)).values(deleted_at=utcnow())
+        )
+    hidden = int(result.rowcount or 0)
+    log.info("call_log.hidden", user=subject.username, rows=hidden, by=by)
+    return hidden

@@ -147,7 +147,11 @@ async def _candidates(services: LedgerContext, callerid: str, auth: str) -> tupl
         users.c.username,
         users.c.active,
     )
-    joined = select(*columns).join(users, users.c.id == sip_extensions.c.user_id)
+    joined = (
+        select(*columns)
+        .join(users, users.c.id == sip_extensions.c.user_id)
+        .where(sip_extensions.c.deleted_at.is_(None), users.c.deleted_at.is_(None))  # deleted: not found
+    )
     prefixes = _prefixes(auth)
     async with services.db.begin() as conn:
         trusted: Sequence[Any] = ()

@@ -1,4 +1,4 @@
-"""API methods: the call log (getLogs)."""
+"""API methods: the call log (getLogs, deleteLogs)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ class GetLogsParams(Params):
     user: Str | None = None  # a user the caller reaches; default: the actor
 
 
+class DeleteLogsParams(Params):
+    user: Str | None = None  # a user the caller reaches; default: the actor
+
+
 @REGISTRY.method("getLogs", level=1, params=GetLogsParams, returns="json")
 async def get_logs(ctx: CallContext[LedgerContext], p: GetLogsParams) -> list[dict[str, Any]]:
     if p.user:
@@ -35,3 +39,15 @@ async def get_logs(ctx: CallContext[LedgerContext], p: GetLogsParams) -> list[di
         only_completed=p.only_completed,
         resolve_info=p.resolve_info,
     )
+
+
+@REGISTRY.method("deleteLogs", level=1, params=DeleteLogsParams, returns="bool")
+async def delete_logs(ctx: CallContext[LedgerContext], p: DeleteLogsParams) -> bool:
+    """Hides the user's call log from getLogs; the CDR rows stay, and with them the unique
+    (call_uid, prior) that makes a retried callFinish replay instead of charging again."""
+    if p.user:
+        subject = await ownership.reachable_user(ctx.services.profiles, ctx.generations, caller_of(ctx), p.user)
+    else:
+        subject = ctx.require_actor()
+    await cdr_log.hide_log(ctx.services, subject, by=caller_of(ctx).username)
+    return True

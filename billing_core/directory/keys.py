@@ -1,4 +1,7 @@
-"""API keys: creation and listing (the key itself is shown once, stored hashed).
+"""API keys: creation, listing, change and revocation (the key itself is shown once, stored hashed).
+
+A revoked key (revokeKey) keeps its row and its hash, so the same secret can never be
+added again, and is hidden from getKey/getKeys; it answers like an unknown key.
 
 A key given to addKey must be strong enough (check_key_strength): it is the only secret
 of a server key, and a key of 32 × `c` was once accepted. The rule is a floor, not a
@@ -15,10 +18,12 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing_core.auth.ipmask import parse_masks, valid_mask
 from billing_core.auth.secrets_store import api_key_hash, new_api_key
+from billing_core.clock import utcnow
 from billing_core.db.engine import Database
 from billing_core.directory.tables import api_keys
 from billing_core.errors import ApiError, ErrorCode
@@ -84,15 +89,10 @@ async def add_key(
 ) -> str:
     """Create a key and return it in clear (the only time it is seen)."""
     check_auth_by(auth_by)
-    masks = parse_masks(source)
-    if not masks or not all(valid_mask(m) for m in masks):
-        raise ApiError(ErrorCode.E_INVALID_ARGUMENT, "source must be IP addresses or masks like 178.1.1.*")
-    if not 0 <= access_level <= 99:
-        raise ApiError(ErrorCode.E_INVALID_ARGUMENT, "access level must be 0..99")
+    stored_source = check_source(source)
+    check_access_level(access_level)
     key = apikey or generate_key()
-    problem = key_strength_problem(key)
-    if problem is not None:
-        raise ApiError(ErrorCode.E_INVALID_ARGUMENT, problem)
+    check_new_secret(key)
     async with db.begin() as conn:
         exists = (await conn.execute(select(api_keys.c.id).where(api_keys.c.key_hash == api_key_hash(key)))).first()
         if exists is not None:
@@ -103,7 +103,7 @@ async def add_key(
                 key_hash=api_key_hash(key),
                 key_hint=key[:4],
                 auth_by=auth_by,
-                source=",".join(masks),
+                source=stored_source,
                 access_level=access_level,
                 default_user=default_user or None,
                 allowed_methods=allowed_methods,
@@ -116,26 +116,94 @@ async def add_key(
     return key
 
 
+def check_source(source: str) -> str:
+    """A key's `source`: IP addresses or masks, comma-separated; the stored form."""
+    masks = parse_masks(source)
+    if not masks or not all(valid_mask(m) for m in masks):
+        raise ApiError(ErrorCode.E_INVALID_ARGUMENT, "source must be IP addresses or masks like 178.1.1.*")
+    return ",".join(masks)
+
+
+def check_access_level(access_level: int) -> None:
+    if not 0 <= access_level <= 99:
+        raise ApiError(ErrorCode.E_INVALID_ARGUMENT, "access level must be 0..99")
+
+
+def check_new_secret(key: str) -> None:
+    problem = key_strength_problem(key)
+    if problem is not None:
+        raise ApiError(ErrorCode.E_INVALID_ARGUMENT, problem)
+
+
 async def list_keys(db: Database, *, owner: str | None = None) -> list[dict[str, Any]]:
-    query = select(api_keys).order_by(api_keys.c.id)
+    """Live (not revoked) keys, of `owner` or (None) of everyone."""
+    query = select(api_keys).where(api_keys.c.revoked_at.is_(None)).order_by(api_keys.c.id)
     if owner is not None:
         query = query.where(api_keys.c.owner == owner)
     async with db.begin() as conn:
         rows = (await conn.execute(query)).all()
-    return [
-        {
-            "id": row.id,
-            "name": row.name,
-            "apikey": f"{row.key_hint}…",
-            "auth_by": row.auth_by,
-            "source": row.source,
-            "accessLevel": row.access_level,
-            "default_user": row.default_user or "",
-            "allowed_methods": row.allowed_methods,
-            "secure_only": row.secure_only,
-            "enabled": row.enabled,
-            "owner": row.owner,
-            "dnsname": row.dnsname,
-        }
-        for row in rows
-    ]
+    return [key_json(row) for row in rows]
+
+
+async def named_key(conn: AsyncConnection, name: str, *, owner: str | None) -> Any:
+    """The live key called `name` among those of `owner` (None: everyone's, a master
+    administrator). Names are not unique (addKey never required it): two live keys of
+    one name that the caller sees are E_DATA_ABORT, never a guess."""
+    query = select(api_keys).where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
+    if owner is not None:
+        query = query.where(api_keys.c.owner == owner)
+    rows = (await conn.execute(query.order_by(api_keys.c.id))).all()
+    if not rows:
+        raise ApiError(ErrorCode.E_NOT_EXIST, "no such API key")
+    if len(rows) > 1:
+        raise ApiError(ErrorCode.E_DATA_ABORT, "several keys have this name: rename or revoke one")
+    return rows[0]
+
+
+async def update_key(db: Database, name: str, *, owner: str | None, values: dict[str, Any]) -> None:
+    """Change the named key's columns (checked by the caller of this); a new `apikey`
+    replaces the secret (stored hashed; the old one stops working)."""
+    secret = values.pop("apikey", None)
+    async with db.begin() as conn:
+        row = await named_key(conn, name, owner=owner)
+        if secret is not None:
+            check_new_secret(secret)
+            taken = await conn.execute(select(api_keys.c.id).where(api_keys.c.key_hash == api_key_hash(secret)))
+            if taken.first() is not None:
+                raise ApiError(ErrorCode.E_DATA_ABORT, "this key already exists")
+            values |= {"key_hash": api_key_hash(secret), "key_hint": secret[:4]}
+        await conn.execute(update(api_keys).where(api_keys.c.id == row.id).values(**values))
+
+
+async def revoke_key(db: Database, name: str, *, owner: str | None) -> None:
+    async with db.begin() as conn:
+        row = await named_key(conn, name, owner=owner)
+        await revoke_where(conn, api_keys.c.id == row.id)
+
+
+async def revoke_where(conn: AsyncConnection, where: ColumnElement[bool]) -> None:
+    """Revoke the live keys matching `where` (revokeKey; deleteUser, for the keys the user owns)."""
+    await conn.execute(
+        update(api_keys).where(where, api_keys.c.revoked_at.is_(None)).values(enabled=0, revoked_at=utcnow())
+    )
+
+
+def key_json(row: Any) -> dict[str, Any]:
+    """A key as getKey and getKeys show it: its hint in place of the key."""
+    return {
+        "id": row.id,
+        "name": row.name,
+        "apikey": f"{row.key_hint}…",
+        "key": f"{row.key_hint}…",
+        "auth_by": row.auth_by,
+        "source": row.source,
+        "accessLevel": row.access_level,
+        "default_user": row.default_user or "",
+        "allowed_methods": row.allowed_methods,
+        "secure_only": row.secure_only,
+        "enabled": row.enabled,
+        "owner": row.owner,
+        "dnsname": row.dnsname,
+        "maintenance": "",
+    }
+

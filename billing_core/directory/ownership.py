@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, Table, select
+from sqlalchemy import ColumnElement, Select, Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing_core.checks import existing_row
@@ -46,6 +46,11 @@ Generations = dict[str, int] | None
 RESELLER_LEVEL = 22  # manages users and tariffs (25 adds main routes)
 ADMIN_LEVEL = 33  # system administrators see and edit everything
 MASTER_LEVEL = 44  # the spec's "exclusive rights": a server key of theirs serves every user
+
+
+def live_user() -> ColumnElement[bool]:
+    """Users not deleted (deleteUser keeps the row for the books and hides it from every read)."""
+    return users.c.deleted_at.is_(None)
 
 
 def is_admin(user: UserRecord | None) -> bool:
@@ -131,7 +136,9 @@ async def managed_usernames(conn: AsyncConnection, username: str) -> set[str]:
     seen = {username}
     frontier = {username}
     for _ in range(MAX_CHAIN_DEPTH):
-        below = set((await conn.execute(select(users.c.username).where(users.c.manager.in_(frontier)))).scalars())
+        below = set(
+            (await conn.execute(select(users.c.username).where(users.c.manager.in_(frontier), live_user()))).scalars()
+        )
         frontier = below - seen
         if not frontier:
             break
@@ -140,14 +147,15 @@ async def managed_usernames(conn: AsyncConnection, username: str) -> set[str]:
 
 
 def subtree(root: str) -> Select[Any]:
-    """Usernames below `root` down the manager chain (UNION stops on cycles)."""
-    tree = select(users.c.username).where(users.c.manager == root).cte("tree", recursive=True)
-    tree = tree.union(select(users.c.username).join(tree, users.c.manager == tree.c.username))
+    """Live usernames below `root` down the manager chain (UNION stops on cycles)."""
+    tree = select(users.c.username).where(users.c.manager == root, live_user()).cte("tree", recursive=True)
+    tree = tree.union(select(users.c.username).join(tree, users.c.manager == tree.c.username).where(live_user()))
     return select(tree.c.username).where(tree.c.username != root)
 
 
 async def admin_usernames(conn: AsyncConnection) -> set[str]:
-    return set((await conn.execute(select(users.c.username).where(users.c.accesslevel >= ADMIN_LEVEL))).scalars())
+    query = select(users.c.username).where(users.c.accesslevel >= ADMIN_LEVEL, live_user())
+    return set((await conn.execute(query)).scalars())
 
 
 async def listing_owners(conn: AsyncConnection, actor: UserRecord, include_managed: bool) -> set[str] | None:

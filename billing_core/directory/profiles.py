@@ -44,7 +44,11 @@ class Profiles:
                 rows = (
                     await conn.execute(
                         select(api_keys)
-                        .where(api_keys.c.access_level >= AGI_MIN_LEVEL, api_keys.c.enabled == 1)
+                        .where(
+                            api_keys.c.access_level >= AGI_MIN_LEVEL,
+                            api_keys.c.enabled == 1,
+                            api_keys.c.revoked_at.is_(None),
+                        )
                         .order_by(api_keys.c.id)
                     )
                 ).all()
@@ -83,14 +87,14 @@ class Profiles:
             return None
 
         async def load() -> dict[str, Any] | None:
-            query = select(users)
+            # a deleted user or SIP account is not found: not by login, not by anything
+            query = select(users).where(users.c.deleted_at.is_(None))
+            live_ext = (sip_extensions.c.user_id == users.c.id) & sip_extensions.c.deleted_at.is_(None)
             if auth_by == "sip_extension":
-                query = query.join(sip_extensions, sip_extensions.c.user_id == users.c.id).where(
-                    sip_extensions.c.sip_extension == value
-                )
+                query = query.join(sip_extensions, live_ext).where(sip_extensions.c.sip_extension == value)
             elif auth_by == "id":
                 query = (
-                    query.outerjoin(sip_extensions, sip_extensions.c.user_id == users.c.id)
+                    query.outerjoin(sip_extensions, live_ext)
                     .where((users.c.callerid == value) | (sip_extensions.c.sip_callerid == value))
                     .order_by(users.c.id)
                     .limit(1)
@@ -115,7 +119,9 @@ class Profiles:
             async with self.db.begin() as conn:
                 row = (
                     await conn.execute(
-                        select(sip_extensions).where(sip_extensions.c.sip_extension == sip_extension)
+                        select(sip_extensions).where(
+                            sip_extensions.c.sip_extension == sip_extension, sip_extensions.c.deleted_at.is_(None)
+                        )
                     )
                 ).first()
                 if row is None:
@@ -154,7 +160,11 @@ class Profiles:
 
         async def load() -> list[int]:
             async with self.db.begin() as conn:
-                rows = await conn.execute(select(func.length(sip_extensions.c.sip_extension)).distinct())
+                rows = await conn.execute(
+                    select(func.length(sip_extensions.c.sip_extension))
+                    .where(sip_extensions.c.deleted_at.is_(None))
+                    .distinct()
+                )
                 return sorted(int(length) for length in rows.scalars())
 
         found = await self.cache.lookup(
@@ -176,7 +186,7 @@ class Profiles:
                 value = (
                     await conn.execute(
                         select(sip_extensions.c.sip_extension)
-                        .where(sip_extensions.c.user_id == user_id)
+                        .where(sip_extensions.c.user_id == user_id, sip_extensions.c.deleted_at.is_(None))
                         .order_by(sip_extensions.c.id)
                         .limit(1)
                     )

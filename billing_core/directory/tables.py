@@ -43,6 +43,8 @@ users = Table(
     Column("invites", Integer, nullable=False, server_default="0"),
     Column("comment", String(1024), nullable=False, server_default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # deleteUser: hidden from every read and from login, kept for the books (NULL = live)
+    Column("deleted_at", DateTime(timezone=True), nullable=True),
 )
 
 
@@ -71,6 +73,8 @@ sip_extensions = Table(
     Column("disa_pin_enc", Text, nullable=True),  # Fernet-encrypted
     Column("disa_trusted_cli", String(32), nullable=False, server_default="", index=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # deleteExtension / deleteUser: hidden, its name stays taken (NULL = live)
+    Column("deleted_at", DateTime(timezone=True), nullable=True),
 )
 
 
@@ -99,6 +103,8 @@ api_keys = Table(
     Column("owner", String(32), nullable=False),
     Column("dnsname", String(128), nullable=False, server_default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # revokeKey: never works again, hidden from getKey/getKeys; the hash stays taken
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
 )
 
 

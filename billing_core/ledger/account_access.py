@@ -52,11 +52,9 @@ class AccountRelation:
 
 async def account_relation(conn: AsyncConnection, caller: UserRecord, account_id: int) -> AccountRelation:
     """E_NOT_EXIST for an unknown account; read in the caller's transaction."""
-    await existing_row(conn, select(accounts.c.id).where(accounts.c.id == account_id), "no such account")
-    names = tuple(
-        (await conn.execute(select(users.c.username).where(users.c.account_id == account_id).order_by(users.c.id)))
-        .scalars()
-        .all()
-    )
+    live = accounts.c.deleted_at.is_(None)  # deleteAccount: hidden, kept for the books
+    await existing_row(conn, select(accounts.c.id).where(accounts.c.id == account_id, live), "no such account")
+    on_account = select(users.c.username).where(users.c.account_id == account_id, users.c.deleted_at.is_(None))
+    names = tuple((await conn.execute(on_account.order_by(users.c.id))).scalars().all())
     managed = frozenset([n for n in names if caller.username in await managers_in(conn, n)])
     return AccountRelation(caller.username, is_admin(caller), names, managed)

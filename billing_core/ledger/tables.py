@@ -31,6 +31,7 @@ accounts = Table(
     Column("billing_email", String(100), nullable=False, server_default=""),
     Column("billing_bank_account", String(200), nullable=False, server_default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("deleted_at", DateTime(timezone=True), nullable=True),  # deleteAccount (NULL = live)
     CheckConstraint("overdraft >= 0", name="overdraft_not_negative"),
 )
 
@@ -97,6 +98,8 @@ cdrs = Table(
     Column("is_did", String(32), nullable=False, server_default=""),
     Column("answer", String(512), nullable=False),  # the text line returned, replayed on retries
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # deleteLogs hides the row from the call log; it stays, and so does uq_cdrs_call
+    Column("deleted_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("call_uid", "prior", name="uq_cdrs_call"),
     CheckConstraint("cost >= 0", name="cost_not_negative"),
 )

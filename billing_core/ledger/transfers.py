@@ -95,10 +95,18 @@ async def charge_fee(conn: AsyncConnection, account_id: int, amount: Decimal, *,
 async def _destination_account(conn: AsyncConnection, destination: str) -> int:
     """transferMoney's destination: an account number, else a user name."""
     if destination.isdigit() and len(destination) <= 9:
-        found = (await conn.execute(select(accounts.c.id).where(accounts.c.id == int(destination)))).scalar()
+        found = (
+            await conn.execute(
+                select(accounts.c.id).where(accounts.c.id == int(destination), accounts.c.deleted_at.is_(None))
+            )
+        ).scalar()
         if found is not None:
             return int(found)
-    found = (await conn.execute(select(users.c.account_id).where(users.c.username == destination))).scalar()
+    found = (
+        await conn.execute(
+            select(users.c.account_id).where(users.c.username == destination, users.c.deleted_at.is_(None))
+        )
+    ).scalar()
     if found is None:
         raise ApiError(ErrorCode.E_NOT_EXIST, "no such account or user")
     return int(found)

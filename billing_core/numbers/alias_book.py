@@ -242,7 +242,7 @@ async def _placement(conn: AsyncConnection, actor: UserRecord, owner: str, sip_e
         await conn.execute(
             select(users.c.username)
             .join(sip_extensions, sip_extensions.c.user_id == users.c.id)
-            .where(sip_extensions.c.sip_extension == sip_extension)
+            .where(sip_extensions.c.sip_extension == sip_extension, sip_extensions.c.deleted_at.is_(None))
         )
     ).scalar()
     if ext_owner is None:

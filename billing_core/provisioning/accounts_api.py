@@ -1,16 +1,18 @@
-"""API methods: accounts and money (updateAccount, getAccountInfo, transferMoney).
+"""API methods: accounts and money (updateAccount, getAccountInfo, getAccounts, deleteAccount,
+transferMoney).
 
-Balances are never cached, so these methods invalidate nothing.
+Balances and accounts are never cached, so these methods invalidate nothing.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from billing_core.catalog.params import Amount, Int, Params, Str
+from billing_core.catalog.params import Amount, Bool, Int, Params, Str
 from billing_core.catalog.registry import REGISTRY, CallContext
 from billing_core.ledger import transfers
 from billing_core.ledger.context import LedgerContext
+from billing_core.provisioning import account_lists, deletions
 from billing_core.provisioning.users_api import caller_of
 
 
@@ -27,6 +29,14 @@ class UpdateAccountParams(Params):
 
 
 class GetAccountInfoParams(Params):
+    account: Int
+
+
+class GetAccountsParams(Params):
+    all: Bool = False
+
+
+class DeleteAccountParams(Params):
     account: Int
 
 
@@ -55,4 +65,18 @@ async def transfer_money(ctx: CallContext[LedgerContext], p: TransferMoneyParams
     await transfers.transfer_money(
         ctx.services, ctx.generations, ctx.require_actor(), p.destination, p.amount, p.comment
     )
+    return True
+
+
+@REGISTRY.method("getAccounts", level=22, params=GetAccountsParams, returns="json")
+async def get_accounts(ctx: CallContext[LedgerContext], p: GetAccountsParams) -> list[dict[str, Any]]:
+    """Which accounts, with and without `all`: billing_core.provisioning.account_lists."""
+    return await account_lists.list_accounts(ctx.services, ctx.generations, ctx.require_actor(), resellers=p.all)
+
+
+@REGISTRY.method("deleteAccount", level=22, params=DeleteAccountParams, returns="bool")
+async def delete_account(ctx: CallContext[LedgerContext], p: DeleteAccountParams) -> bool:
+    """Soft, and only once no live user is on it (E_ACCOUNT_HAS_USERS); its money and
+    transactions stay for the books."""
+    await deletions.delete_account(ctx.services, caller_of(ctx), p.account)
     return True

@@ -62,7 +62,7 @@ async def owned_extension(conn: AsyncConnection, caller: UserRecord, name: str) 
     query = (
         select(sip_extensions, users.c.username.label("owner_name"), users.c.account_id.label("owner_account"))
         .join(users, users.c.id == sip_extensions.c.user_id)
-        .where(sip_extensions.c.sip_extension == name)
+        .where(sip_extensions.c.sip_extension == name, sip_extensions.c.deleted_at.is_(None))
     )
     row = await existing_row(conn, query, "no such SIP account")
     if not await reaches_in(conn, caller, row.owner_name):

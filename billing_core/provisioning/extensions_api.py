@@ -1,4 +1,5 @@
-"""API methods: SIP accounts (createExtension, getExtensionInfo, updateExtension) and switchRates."""
+"""API methods: SIP accounts (createExtension, getExtensions, getExtensionInfo, getAvailExtension,
+updateExtension, deleteExtension) and switchRates."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from billing_core.catalog.params import Bool, Int, Params, Str
 from billing_core.catalog.registry import REGISTRY, CallContext, TextAnswer
 from billing_core.directory import ownership
 from billing_core.ledger.context import LedgerContext
+from billing_core.provisioning import deletions, extension_lists, user_info
 from billing_core.provisioning import extensions as ext_svc
-from billing_core.provisioning import user_info
 from billing_core.provisioning.users_api import caller_of
 
 # The User object's sip_transport values (the argument is a ustring without {braces}).
@@ -49,6 +50,20 @@ class UpdateExtensionParams(Params):
     sip_rates_id: Int | None = None  # 0 = none
     disa_pin: Str | None = None  # digits, kept as text so a leading 0 survives; empty = no PIN
     disa_trusted_cli: Str | None = None
+
+
+class GetExtensionsParams(Params):
+    own: Bool = True
+    all: Bool = False
+    owner: Str | None = None
+
+
+class GetAvailExtensionParams(Params):
+    own: Bool = False
+
+
+class DeleteExtensionParams(Params):
+    sip_extension: Str
 
 
 class SwitchRatesParams(Params):
@@ -96,4 +111,33 @@ async def update_extension(ctx: CallContext[LedgerContext], p: UpdateExtensionPa
 @REGISTRY.method("switchRates", level=1, params=SwitchRatesParams, returns="bool", invalidates=(NS_PROFILES,))
 async def switch_rates(ctx: CallContext[LedgerContext], p: SwitchRatesParams) -> bool:
     await ext_svc.switch_rates(ctx.services, caller_of(ctx), p.sip_extension, p.id, p.state)
+    return True
+
+
+@REGISTRY.method("getExtensions", level=1, params=GetExtensionsParams, returns="json")
+async def get_extensions(ctx: CallContext[LedgerContext], p: GetExtensionsParams) -> list[dict[str, Any]]:
+    """The rules of own / all / owner: billing_core.provisioning.extension_lists."""
+    caller = caller_of(ctx)
+    if p.owner:
+        subject = await ownership.reachable_user(ctx.services.profiles, ctx.generations, caller, p.owner)
+        return await extension_lists.list_extensions(ctx.services, caller, subject, below=False, everyone=False)
+    below = p.all or not p.own
+    return await extension_lists.list_extensions(
+        ctx.services, caller, ctx.require_actor(), below=below, everyone=p.all
+    )
+
+
+@REGISTRY.method("getAvailExtension", level=1, params=GetAvailExtensionParams, returns="text")
+async def get_avail_extension(ctx: CallContext[LedgerContext], p: GetAvailExtensionParams) -> TextAnswer:
+    if p.own:
+        return TextAnswer(text=await extension_lists.next_own_extension(ctx.services, ctx.require_actor()))
+    caller_of(ctx)
+    return TextAnswer(text=await extension_lists.next_main_extension(ctx.services))
+
+
+@REGISTRY.method("deleteExtension", level=1, params=DeleteExtensionParams, returns="bool", invalidates=(NS_PROFILES,))
+async def delete_extension(ctx: CallContext[LedgerContext], p: DeleteExtensionParams) -> bool:
+    """Soft: hidden from every read, refused at once for calls on every worker; its login stays taken."""
+    await deletions.delete_extension(ctx.services, caller_of(ctx), p.sip_extension)
+    await ctx.services.cache.invalidate_everywhere(NS_PROFILES)
     return True

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing_core.auth.secrets_store import SecretBox
 from billing_core.clock import wire_time
-from billing_core.directory.ownership import is_admin, may_see_secrets, subtree
+from billing_core.directory.ownership import is_admin, live_user, may_see_secrets, subtree
 from billing_core.directory.tables import extension_options, sip_extensions, users
 from billing_core.errors import ApiError, ErrorCode
 from billing_core.ledger.context import LedgerContext
@@ -81,7 +81,8 @@ def extension_json(
 async def extensions_json(
     conn: AsyncConnection, services: LedgerContext, viewer: UserRecord | None, where: ColumnElement[bool]
 ) -> dict[int, list[dict[str, Any]]]:
-    """Extensions matching `where`, as JSON, grouped by user id (ordered by extension id)."""
+    """Live extensions matching `where`, as JSON, grouped by user id (ordered by extension id)."""
+    where = where & sip_extensions.c.deleted_at.is_(None)
     rows = (
         await conn.execute(
             select(sip_extensions, users.c.username.label("owner_name"), tariffs.c.name.label("rates_name"))
@@ -186,7 +187,8 @@ def _did_json(row: Any) -> dict[str, Any]:
 async def user_objects(
     services: LedgerContext, gens: Generations, viewer: UserRecord | None, where: ColumnElement[bool]
 ) -> list[dict[str, Any]]:
-    """getInfo's object for every user matching `where`, in three queries whatever the count."""
+    """getInfo's object for every live user matching `where`, in three queries whatever the count."""
+    where = where & live_user()
     currencies = await all_currencies(services, gens)
     async with services.db.begin() as conn:
         rows = (

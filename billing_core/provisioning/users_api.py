@@ -1,4 +1,4 @@
-"""API methods: users (getInfo, getValue, updateUser, registerUser, getUsers).
+"""API methods: users (getInfo, getValue, updateUser, registerUser, getUsers, deleteUser).
 
 Who is who in every handler of this package: the *caller* is the authenticated user (its
 level and rights were checked by the dispatcher); the *actor* is the user the request is
@@ -16,7 +16,7 @@ from billing_core.catalog.registry import REGISTRY, CallContext, TextAnswer
 from billing_core.directory import ownership
 from billing_core.errors import ApiError, ErrorCode
 from billing_core.ledger.context import LedgerContext
-from billing_core.provisioning import registration, user_info, user_updates
+from billing_core.provisioning import deletions, registration, user_info, user_updates
 from billing_core.records import UserRecord
 
 
@@ -72,6 +72,10 @@ class GetUsersParams(Params):
     all: Bool = False
 
 
+class DeleteUserParams(Params):
+    user: Str
+
+
 @REGISTRY.method("getInfo", level=1, params=NoParams, returns="json")
 async def get_info(ctx: CallContext[LedgerContext], p: NoParams) -> dict[str, Any]:
     return await user_info.user_object(ctx.services, ctx.generations, ctx.user, ctx.require_actor())
@@ -119,3 +123,14 @@ async def get_users(ctx: CallContext[LedgerContext], p: GetUsersParams) -> list[
     return await user_info.list_users(
         ctx.services, ctx.generations, ctx.require_actor(), viewer=ctx.user, everyone=p.all
     )
+
+
+@REGISTRY.method("deleteUser", level=22, params=DeleteUserParams, returns="bool", invalidates=(NS_PROFILES,))
+async def delete_user(ctx: CallContext[LedgerContext], p: DeleteUserParams) -> bool:
+    """Soft: the user, its SIP accounts and keys are hidden and refused at once on every
+    worker; its CDRs, holds, transactions and account stay (provisioning.deletions)."""
+    caller = caller_of(ctx)
+    target = await ownership.reachable_user(ctx.services.profiles, ctx.generations, caller, p.user)
+    await deletions.delete_user(ctx.services, caller, target)
+    await ctx.services.cache.invalidate_everywhere(NS_PROFILES)
+    return True

@@ -28,7 +28,9 @@ async def current_tariff_ids(conn: AsyncConnection, user: UserRecord) -> set[int
         ids.add(int(rates_id))
     ext_rows = (
         await conn.execute(
-            select(sip_extensions.c.id, sip_extensions.c.sip_rates_id).where(sip_extensions.c.user_id == user.id)
+            select(sip_extensions.c.id, sip_extensions.c.sip_rates_id).where(
+                sip_extensions.c.user_id == user.id, sip_extensions.c.deleted_at.is_(None)
+            )
         )
     ).all()
     ids.update(int(r.sip_rates_id) for r in ext_rows if r.sip_rates_id is not None)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from billing_core.checks import check_length, invalid
 from billing_core.clock import utcnow, wire_time
 from billing_core.directory.ownership import managed_usernames, reaches_in
+from billing_core.directory.tables import users
 from billing_core.errors import ApiError, ErrorCode
 from billing_core.ledger.context import LedgerContext
 from billing_core.ledger.currency import Currency, currency_or_system
@@ -107,7 +108,8 @@ async def update_did(services: LedgerContext, gens: Generations, actor: UserReco
         row = await _managed_row(conn, actor, did, lock=True)
         if "owner" in changes:
             owner = changes["owner"]
-            if await services.profiles.user_by(gens, "username", owner) is None:
+            found = (await conn.execute(select(users.c.id).where(users.c.username == owner))).first()
+            if found is None:
                 raise ApiError(ErrorCode.E_NOT_EXIST, "no such owner")
             if not await reaches_in(conn, actor, owner):
                 raise ApiError(ErrorCode.E_DOES_NOT_BELONG_TO_YOU, "the new owner is not one of your users")

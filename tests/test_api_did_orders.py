@@ -211,6 +211,8 @@ async def test_a_failing_provider_releases_the_hold(gate: DidGate, services: Ser
         assert (await gate.user("alice", "getDIDPool", country="X", area="Y")).value == []  # listing failed: none
         outcome = await gate.user("alice", "orderDID", pool_id=2, did=NUMBER, arg1="a1")
         assert code(outcome) == "E_DID_ORDER_FAIL"
+        assert outcome.error is not None and "p" not in outcome.error.detail.split()  # the provider's text stays
+        assert "refused" not in outcome.error.detail
         assert _Failing.seen_holds == [1]  # the money was held while the provider was asked
         assert await open_holds(services) == 0 and await order_states(services) == ["failed"]
         assert await balance_of(services, await _account(services, "alice")) == Decimal("20.0000")

@@ -81,7 +81,8 @@ async def order_did(
     except Exception as exc:  # whatever the provider raised, the order failed
         await _fail(services, uid)
         log.warning("dids.order_failed", did=number, pool=pool.id, provider=pool.provider, error=type(exc).__name__)
-        raise ApiError(ErrorCode.E_DID_ORDER_FAIL, f"the provider could not give the number: {exc}"[:200]) from None
+        # the provider's own message is not passed on: it may carry the pool's credentials
+        raise ApiError(ErrorCode.E_DID_ORDER_FAIL, "the provider could not give the number") from None
     try:
         await _complete(services, uid, pool, number, price.install, price.rent)
     except BaseException:

@@ -34,6 +34,9 @@
 | CALLGATE_AMI_PING_TIMEOUT_S | 3 | ... whose Pong must come within this, else the connection is dropped and made again |
 | CALLGATE_AMI_RECONNECT_MAX_S | 30 | longest pause between AMI reconnect attempts (back-off from 0.5 s) |
 | CALLGATE_AMI_REFRESH_S | 5 | how often `serve` re-reads the Asterisk servers (`callgate asterisk add` and `remove` reach it within this) |
+| CALLGATE_DID_RELEASE_GRACE_DAYS | 7 | a rented DID past its expiration and not renewed (its owner could not pay, or auto-renew is off) is released this many days later by the maintenance run |
+| CALLGATE_DID_ORDER_HOLD_S | 300 | how long orderDID's hold lasts while the provider is asked (a crashed order's hold lapses after it; the maintenance run closes the order) |
+| CALLGATE_RATES_SOURCE | (empty) | where doMaintenance reads exchange rates: a file path or an http(s) URL of JSON `{"USD": 1.08, …}` or CSV `currency,eur_course`; empty = rates unchanged |
 | CALLGATE_BILLSEC_ROUNDING | truncate | talk ms -> whole seconds: truncate (Asterisk's CDR billsec), initiatedseconds (cdr.conf's option: >= 500 ms counts), ceiling |
 """
 
@@ -112,6 +115,9 @@ class Settings:
     hold_slice_s: int = 0
     hold_slice_lead_s: int = 30
     system_currency: str = "EUR"
+    did_release_grace_days: int = 7
+    did_order_hold_s: int = 300
+    rates_source: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -159,9 +165,15 @@ class Settings:
             ami_ping_timeout_s=float(env.get("CALLGATE_AMI_PING_TIMEOUT_S", "3")),
             ami_reconnect_max_s=float(env.get("CALLGATE_AMI_RECONNECT_MAX_S", "30")),
             ami_refresh_s=float(env.get("CALLGATE_AMI_REFRESH_S", "5")),
+<<<<<<< HEAD
             orphan_grace_s=float(env.get("CALLGATE_ORPHAN_GRACE_S", "60")),
             hold_slice_s=int(env.get("CALLGATE_HOLD_SLICE_S", "0")),
             hold_slice_lead_s=int(env.get("CALLGATE_HOLD_SLICE_LEAD_S", "30")),
+=======
+            did_release_grace_days=int(env.get("CALLGATE_DID_RELEASE_GRACE_DAYS", "7")),
+            did_order_hold_s=_positive("CALLGATE_DID_ORDER_HOLD_S", env.get("CALLGATE_DID_ORDER_HOLD_S", "300")),
+            rates_source=env.get("CALLGATE_RATES_SOURCE", "").strip(),
+>>>>>>> dids
         )
 
 

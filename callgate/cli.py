@@ -14,6 +14,8 @@
                           charge / release the open holds of calls Asterisk's CDRs show as ended
     callgate asterisk add NAME --address IP [--sip-server N] [--ami-user U --ami-secret-stdin] …
     callgate asterisk list | callgate asterisk remove NAME     (callgate/asterisk_cli.py)
+    callgate dids import FILE.csv        (header did,country,area[,voice_support,sms_support])
+    callgate maintenance                 doMaintenance once, from cron (callgate/dids_cli.py)
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from billing_core.config import Settings
 from billing_core.container import Services
 from billing_core.directory.keys import AUTH_METHODS, add_key, list_keys
 from billing_core.errors import ApiError
+from billing_core.numbers.providers import StockFileError
 from billing_core.rating.directions import DirectionsFileError, import_directions, read_directions_csv
-from callgate import asterisk_cli
+from callgate import asterisk_cli, dids_cli
 from callgate.logging_setup import configure_logging
 
 
@@ -150,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
                           "(default CALLGATE_MAX_CALL_S + CALLGATE_RESERVATION_GRACE_S)")  # fmt: skip
     asterisk_cli.add_parser(sub)
     asterisk_cli.add_firewall_parser(sub)
+    dids_cli.add_parsers(sub)
     return parser
 
 
@@ -167,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings.from_env()
     quiet_by_default = args.command in ("demo", "keys", "migrate", "directions", "bans", "agi", "reconcile", "asterisk",
-                                        "firewall")
+                                        "firewall", "dids", "maintenance")
     # one-shot commands print what matters; their info-level logs would only bury it
     configure_logging("warning" if quiet_by_default and settings.log_level == "info" else settings.log_level)
     if args.command == "serve":
@@ -188,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ApiError as exc:
         print(f"error: {exc.code.value}: {exc.detail}", file=sys.stderr)
         return 2
-    except (OSError, ValueError, DirectionsFileError) as exc:
+    except (OSError, ValueError, DirectionsFileError, StockFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -240,6 +244,10 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
         return await _with_services(settings, lambda s: asterisk_cli.run(s, args))
     if args.command == "firewall":
         return await _with_services(settings, lambda s: asterisk_cli.firewall_export(s, args))
+    if args.command == "dids":
+        return await _with_services(settings, lambda s: dids_cli.dids_import(s, args))
+    if args.command == "maintenance":
+        return await _with_services(settings, dids_cli.maintenance)
     raise ValueError(f"unknown command {args.command}")
 
 

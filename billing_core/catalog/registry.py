@@ -32,6 +32,16 @@ class TextAnswer:
     fields: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class DescribedAnswer:
+    """A bool method's answer that says something more: `value` is the answer (true /
+    false), `description` goes into the JSON envelope's description (doMaintenance's
+    report); a plain answer is only the bool."""
+
+    value: bool
+    description: str
+
+
 @dataclass(slots=True)
 class CallContext(Generic[S]):
     """Who is calling and what with; built by the dispatcher, read by handlers. Handlers

@@ -8,6 +8,8 @@ JSON answer (the spec's envelope), `Content-Type: application/json; charset=utf-
 - success of a "bool" method: result=true, response=true. The spec says such methods have
   "no answer but only result"; repeating true in `response` keeps the field's type
   predictable for clients that test `response` instead of `result`.
+- a "bool" method that answers a DescribedAnswer (doMaintenance): its value as result and
+  response, its description as description.
 - a "text" method: result = TextAnswer.ok, response = TextAnswer.text; a declined answer
   (`Declined E_X`) has result=false and description = E_X's description.
 - a "binary" method: the bytes themselves, content type sniffed (PDF, WAV, else octet-stream).
@@ -49,7 +51,7 @@ import structlog
 from aiohttp import web
 
 from billing_core.api.dispatch import Outcome
-from billing_core.catalog.registry import TextAnswer
+from billing_core.catalog.registry import DescribedAnswer, TextAnswer
 from billing_core.errors import DESCRIPTIONS, ApiError, ErrorCode, KeyRejected, SourceForbidden
 
 log = structlog.get_logger(__name__)
@@ -165,6 +167,10 @@ def render(outcome: Outcome, *, plain: bool) -> web.Response:
     try:
         if isinstance(value, TextAnswer):
             return _text_response(value, plain)
+        if isinstance(value, DescribedAnswer):
+            if plain:
+                return _plain(_plain_value(value.value), 200)
+            return _json(value.value, value.value, value.description, 200)
         return _value_response(value, plain)
     except (TypeError, ValueError) as exc:
         # A handler returned something the wire cannot carry: a bug, not the caller's fault.

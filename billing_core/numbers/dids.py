@@ -14,8 +14,9 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing_core.cache.keys import NS_PROFILES
 from billing_core.clock import WIRE_TIME_FORMAT, as_utc
@@ -31,6 +32,9 @@ log = structlog.get_logger(__name__)
 Generations = dict[str, int] | None
 
 DID_PATTERN = re.compile(r"[0-9]{1,32}")  # dids.did is String(32)
+# What a new or looked-up number may be (docs/decisions.md, "DID rent"): ASCII digits,
+# a leading "+" dropped, 3 to 32 of them.
+NUMBER_PATTERN = re.compile(r"[0-9]{3,32}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,17 @@ def valid_did(did: str) -> bool:
     return DID_PATTERN.fullmatch(did) is not None
 
 
+def normalize_did(value: str) -> str:
+    """A number as the methods take it: digits only, a leading "+" dropped, 3 to 32 digits
+    (E_INVALID_ARGUMENT otherwise)."""
+    number = value.strip()
+    if number.startswith("+"):
+        number = number[1:]
+    if NUMBER_PATTERN.fullmatch(number) is None:
+        raise ApiError(ErrorCode.E_INVALID_ARGUMENT, "did must be 3 to 32 digits (a leading + is dropped)")
+    return number
+
+
 async def did_record(services: LedgerContext, gens: Generations, did: str) -> DIDRecord | None:
     """The DID and its rule chain, read through the cache (None when there is no such DID)."""
     if not valid_did(did):
@@ -114,7 +129,9 @@ async def did_record(services: LedgerContext, gens: Generations, did: str) -> DI
 
     async def load() -> dict[str, Any] | None:
         async with services.db.begin() as conn:
-            row = (await conn.execute(select(dids).where(dids.c.did == did))).first()
+            row = (
+                await conn.execute(select(dids).where(dids.c.did == did, dids.c.deleted_at.is_(None)))
+            ).first()
             if row is None:
                 return None
             rules = (
@@ -168,9 +185,9 @@ async def add_did(
     cost: Decimal,
     expiration: str,
 ) -> None:
-    """addDID: a new direct number owned by `owner` (the actor or a user it manages)."""
-    if not valid_did(did):
-        raise ApiError(ErrorCode.E_INVALID_ARGUMENT, "did must be 1 to 32 digits")
+    """addDID: a new direct number owned by `owner` (the actor or a user it manages). A
+    number deleted or released before is given its row back (revive_did)."""
+    did = normalize_did(did)
     if cost < 0:
         raise ApiError(ErrorCode.E_INVALID_ARGUMENT, "cost must not be negative")
     expires = parse_expiration(expiration)
@@ -181,15 +198,28 @@ async def add_did(
         raise ApiError(ErrorCode.E_DOES_NOT_BELONG_TO_YOU, "the owner is not one of your users")
     try:
         async with services.db.begin() as conn:
-            taken = (await conn.execute(select(dids.c.id).where(dids.c.did == did))).first()
-            if taken is not None:
-                raise ApiError(ErrorCode.E_DATA_ABORT, "the DID already exists")
-            await conn.execute(
-                dids.insert().values(
-                    did=did, owner=owner, comment=comment, cost=quantize_money(cost), expiration=expires
-                )
-            )
+            values = {"owner": owner, "comment": comment, "cost": quantize_money(cost), "expiration": expires}
+            await place_did(conn, did, values)
     except IntegrityError:
         # Two concurrent addDID of the same number: the unique constraint decides.
         raise ApiError(ErrorCode.E_DATA_ABORT, "the DID already exists") from None
     log.info("dids.added", did=did, owner=owner, by=actor.username)
+
+
+async def place_did(conn: AsyncConnection, did: str, values: dict[str, Any]) -> int:
+    """Give `did` to an owner in the caller's transaction: a new row, or the row of a number
+    deleted or released before (its rule chain goes, its paid periods stay with their owner).
+    E_DATA_ABORT when the number is someone's now; the row's id."""
+    row = (await conn.execute(select(dids.c.id, dids.c.deleted_at).where(dids.c.did == did))).first()
+    if row is not None and row.deleted_at is None:
+        raise ApiError(ErrorCode.E_DATA_ABORT, "the DID already exists")
+    fresh = {
+        "pool_id": None, "auto_renew": True, "renew_notify": False, "unpaid_since": None, "enabled": True,
+        "comment": "", "deleted_at": None, "deleted_reason": "", **values,
+    }  # fmt: skip
+    if row is None:
+        result = await conn.execute(dids.insert().values(did=did, **fresh).returning(dids.c.id))
+        return int(result.scalar_one())
+    await conn.execute(delete(did_rules).where(did_rules.c.did_id == row.id))
+    await conn.execute(update(dids).where(dids.c.id == row.id).values(**fresh))
+    return int(row.id)

@@ -13,14 +13,19 @@ from sqlalchemy import ColumnElement, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing_core.auth.secrets_store import SecretBox
+<<<<<<< HEAD
 from billing_core.clock import wire_time
 from billing_core.directory.ownership import is_admin, live_user, may_see_secrets, subtree
+=======
+from billing_core.directory.ownership import is_admin, may_see_secrets, subtree
+>>>>>>> dids
 from billing_core.directory.tables import extension_options, sip_extensions, users
 from billing_core.errors import ApiError, ErrorCode
 from billing_core.ledger.context import LedgerContext
 from billing_core.ledger.currency import Currency, all_currencies
 from billing_core.ledger.tables import accounts
 from billing_core.money import ZERO, format_money, money_json
+from billing_core.numbers.did_book import did_json
 from billing_core.numbers.tables import dids
 from billing_core.rating.tables import tariffs
 from billing_core.records import UserRecord
@@ -172,16 +177,9 @@ ACCOUNT_COLUMNS = [
 ]  # fmt: skip
 
 
-def _did_json(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "did": row.did,
-        "owner": row.owner,
-        "comment": row.comment,
-        "cost": money_json(Decimal(row.cost)),
-        "expiration": wire_time(row.expiration),
-        "enabled": int(bool(row.enabled)),
-    }
+def _did_json(row: Any, cur: Currency) -> dict[str, Any]:
+    """getDIDList's object of the number (its rent fields too), with its id."""
+    return {"id": row.id, **did_json(row, cur)}
 
 
 async def user_objects(
@@ -204,15 +202,18 @@ async def user_objects(
         )
         did_rows = (
             await conn.execute(
-                select(dids).where(dids.c.owner.in_(select(users.c.username).where(where))).order_by(dids.c.id)
+                select(dids)
+                .where(dids.c.owner.in_(select(users.c.username).where(where)), dids.c.deleted_at.is_(None))
+                .order_by(dids.c.id)
             )
         ).all()
     fallback = Currency("EUR", Decimal(1), "€", ZERO, ZERO)
     objects = []
     for row in rows:
-        obj = _user_json(row, currencies.get(row.currency, fallback), viewer)
+        cur = currencies.get(row.currency, fallback)
+        obj = _user_json(row, cur, viewer)
         obj["sip_extensions"] = exts.get(row.id, [])
-        obj["did_numbers"] = [_did_json(d) for d in did_rows if d.owner == row.username]
+        obj["did_numbers"] = [_did_json(d, cur) for d in did_rows if d.owner == row.username]
         obj["sim_cards"] = []
         obj["broadcasts"] = []
         objects.append(obj)

@@ -165,15 +165,12 @@ class Settings:
             ami_ping_timeout_s=float(env.get("CALLGATE_AMI_PING_TIMEOUT_S", "3")),
             ami_reconnect_max_s=float(env.get("CALLGATE_AMI_RECONNECT_MAX_S", "30")),
             ami_refresh_s=float(env.get("CALLGATE_AMI_REFRESH_S", "5")),
-<<<<<<< HEAD
             orphan_grace_s=float(env.get("CALLGATE_ORPHAN_GRACE_S", "60")),
             hold_slice_s=int(env.get("CALLGATE_HOLD_SLICE_S", "0")),
             hold_slice_lead_s=int(env.get("CALLGATE_HOLD_SLICE_LEAD_S", "30")),
-=======
             did_release_grace_days=int(env.get("CALLGATE_DID_RELEASE_GRACE_DAYS", "7")),
             did_order_hold_s=_positive("CALLGATE_DID_ORDER_HOLD_S", env.get("CALLGATE_DID_ORDER_HOLD_S", "300")),
             rates_source=env.get("CALLGATE_RATES_SOURCE", "").strip(),
->>>>>>> dids
         )
 
 

@@ -10,11 +10,6 @@ from billing_core.rating import routes_api, tariff_admin_api, tariffs_api
 
 MODULES = (
     bans_api, live_calls_api, call_info_api, calls_api, disa_api, logs_api, currencies_api, aliases_api,
-<<<<<<< HEAD
-    dids_api, accounts_api,
-    extensions_api, keys_api, users_api, routes_api, tariffs_api, tariff_admin_api,
-=======
     dids_api, did_book_api, pools_api, maintenance_api, accounts_api,
-    extensions_api, keys_api, users_api, routes_api, tariffs_api,
->>>>>>> dids
+    extensions_api, keys_api, users_api, routes_api, tariffs_api, tariff_admin_api,
 )  # fmt: skip

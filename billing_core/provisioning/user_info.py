@@ -13,12 +13,7 @@ from sqlalchemy import ColumnElement, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing_core.auth.secrets_store import SecretBox
-<<<<<<< HEAD
-from billing_core.clock import wire_time
 from billing_core.directory.ownership import is_admin, live_user, may_see_secrets, subtree
-=======
-from billing_core.directory.ownership import is_admin, may_see_secrets, subtree
->>>>>>> dids
 from billing_core.directory.tables import extension_options, sip_extensions, users
 from billing_core.errors import ApiError, ErrorCode
 from billing_core.ledger.context import LedgerContext

@@ -7,8 +7,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints
+from pydantic import BeforeValidator, Field, StringConstraints
 
+from billing_core.cache.keys import NS_PROFILES
 from billing_core.catalog.params import Amount, Bool, Int, Params, Str
 from billing_core.catalog.registry import REGISTRY, CallContext, TextAnswer
 from billing_core.errors import ApiError, ErrorCode
@@ -20,6 +21,12 @@ from billing_core.provisioning.prepaid_codes import NewCode
 Code = Annotated[str, StringConstraints(max_length=64)]
 Signature = Annotated[str, StringConstraints(max_length=128)]
 Target = Annotated[str, StringConstraints(max_length=32)]
+
+
+def _blank_false(value: object) -> object:
+    """An empty `register=` is the default (simulate): the alias hides the field from
+    Params' empty-is-absent rule."""
+    return False if isinstance(value, str) and not value.strip() else value
 
 
 def _given(name: str, value: str) -> None:
@@ -47,13 +54,15 @@ async def register_request(ctx: CallContext[LedgerContext], p: RegisterRequestPa
 
 class RegisterByCodeParams(Params):
     code: Code
-    register_: Bool = Field(default=False, alias="register")  # `register` would shadow BaseModel's
+    register_: Annotated[Bool, BeforeValidator(_blank_false)] = Field(
+        default=False, alias="register"
+    )  # `register` would shadow BaseModel's
     user: Str
     web_password: Str
     language: Annotated[str, StringConstraints(max_length=20)]
 
 
-@REGISTRY.method("registerByCode", level=0, params=RegisterByCodeParams, returns="bool")
+@REGISTRY.method("registerByCode", level=0, params=RegisterByCodeParams, returns="bool", invalidates=(NS_PROFILES,))
 async def register_by_code(ctx: CallContext[LedgerContext], p: RegisterByCodeParams) -> bool:
     _given("code", p.code)
     new = Registration(p.code, p.register_, p.user, p.web_password, p.language)

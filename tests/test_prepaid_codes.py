@@ -297,6 +297,8 @@ async def test_expire_codes_returns_what_is_left_to_the_payer(world: World) -> N
     async with world.services.db.begin() as conn:
         await conn.execute(update(prepaid_codes).where(prepaid_codes.c.id == row.id).values(expires_at=utcnow()))
     assert await world.code("alice", "activatePrepaidCode", code=code, amount="0") == "E_NOT_EXIST"
+    assert await world.ok("res", "getPrepaidCodes", active="true", count="true") == 0  # expired, not yet marked
+    assert [c["status"] for c in await world.ok("res", "getPrepaidCodes")] == ["expired"]
     assert await expire_codes(world.services.db, utcnow() + timedelta(seconds=1)) == 1
     assert await expire_codes(world.services.db, utcnow() + timedelta(seconds=1)) == 0  # idempotent
     assert await world.balance("res") == Decimal("50.00")

@@ -195,7 +195,7 @@ async def test_register_by_code_refuses_a_targeted_or_expired_code(world: World)
     async with world.services.db.begin() as conn:
         await conn.execute(update(prepaid_codes).values(expires_at=utcnow() - timedelta(seconds=1)))
     assert failed(await world.register(code, "late")) == "E_NOT_EXIST"
-    assert await expire_codes(world.services.db) == 2  # both were registerRequest-style by now
+    assert await expire_codes(world.services.db) == 2  # both codes now carry a past expiry
     assert failed(await world.anon("registerRequest", signature="")) == "E_MISSING_ARGUMENT"
     assert failed(await world.anon("registerRequest")) == "E_MISSING_ARGUMENT"
     assert failed(await world.anon("registerRequest", signature="s" * 129)) == "E_INVALID_ARGUMENT"

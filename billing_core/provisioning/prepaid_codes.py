@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing_core.checks import check_grantable_level, invalid
@@ -185,21 +185,20 @@ async def list_codes(
     code for an administrator); `active`: only codes that can still be used; `count`: how many."""
     cur = await currency_or_system(services, gens, actor.currency)
     query = select(prepaid_codes).where(prepaid_codes.c.status != DELETED)
+    now = utcnow()
     async with services.db.begin() as conn:
         if not everyone:
             query = query.where(prepaid_codes.c.owner == actor.username)
         elif not is_admin(actor):
             query = query.where(prepaid_codes.c.owner.in_(sorted(await managed_usernames(conn, actor.username))))
         if active_only:
-            query = query.where(prepaid_codes.c.status == ACTIVE)
+            unexpired = or_(prepaid_codes.c.expires_at.is_(None), prepaid_codes.c.expires_at > now)
+            query = query.where(prepaid_codes.c.status == ACTIVE, unexpired)
         if count:
             counted = (await conn.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
             return int(counted)
         rows = (await conn.execute(query.order_by(prepaid_codes.c.id))).all()
         hours = await _timezone_of(conn, actor)
-    now = utcnow()
-    if active_only:
-        rows = [row for row in rows if not is_expired(row, now)]
     return [
         {
             "id": row.id,

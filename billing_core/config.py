@@ -89,6 +89,8 @@ class Settings:
     login_max_failures: int = 5
     login_ip_max_failures: int = 20
     login_lockout_s: int = 900
+    register_ip_max_requests: int = 10  # registerRequest + registerByCode per address per login_lockout_s
+    register_code_ttl_s: int = 86400  # how long a registerRequest code stays valid
     fail_open_max_s: int = 0
     spool_dir: str = "./spool"
     plain_auth_by: tuple[str, ...] = ("sip_extension", "id")
@@ -148,6 +150,8 @@ class Settings:
             login_max_failures=int(env.get("CALLGATE_LOGIN_MAX_FAILURES", "5")),
             login_ip_max_failures=int(env.get("CALLGATE_LOGIN_IP_MAX_FAILURES", "20")),
             login_lockout_s=int(env.get("CALLGATE_LOGIN_LOCKOUT_S", "900")),
+            register_ip_max_requests=int(env.get("CALLGATE_REGISTER_IP_MAX_REQUESTS", "10")),
+            register_code_ttl_s=_positive("CALLGATE_REGISTER_CODE_TTL_S", env.get("CALLGATE_REGISTER_CODE_TTL_S", "86400")),
             fail_open_max_s=int(env.get("CALLGATE_FAIL_OPEN_MAX_S", "0")),
             spool_dir=env.get("CALLGATE_SPOOL_DIR", cls.spool_dir),
             plain_auth_by=_csv(env.get("CALLGATE_PLAIN_AUTH_BY", "sip_extension,id")),

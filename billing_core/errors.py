@@ -3,7 +3,7 @@
 Every failure a caller can see is an `ApiError` carrying a code from
 Narayana Billing API 2.2 (`../shared/spec/narayana-2.2.json`, `error_codes`): all 40 of
 the list, in its order, with its descriptions. Codes of methods callgate does not have yet
-(SMS, prepaid codes, payments, TTS, Asterisk requests, …) are listed so that every code a
+(SMS, payments, TTS, Asterisk requests, …) are listed so that every code a
 client may see is known; docs/decisions.md says which method raises which.
 Transports map it to their wire form once (HTTP status, AGI variables).
 """

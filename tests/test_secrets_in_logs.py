@@ -132,3 +132,35 @@ async def test_add_key_refuses_weak_keys_and_logs_no_key(
 def test_generated_keys_always_pass() -> None:
     for _ in range(2000):
         assert key_strength_problem(generate_key()) is None
+
+
+async def test_prepaid_codes_are_never_logged(services: Services, dispatcher: Dispatcher, logged: Logs) -> None:
+    """createPrepaidCode, getPrepaidCodes, activatePrepaidCode (right and wrong codes, a
+    lock-out), registerRequest and registerByCode (simulated and real), deletePrepaidCode:
+    no form of any code (dashed, bare, lower case) in any log line."""
+    await make_user(services, "alice", password="apw")
+    admin = Credentials(HOST, "http", apikey=await make_key(services, level=44, name="master"))
+    client = Credentials("127.0.0.9", "http", apikey=await make_key(services, level=0, source="127.0.0.*"))
+    alice = {"login": "alice", "password": md5_hex("apw")}
+
+    async def answer(credentials: Credentials, method: str, args: dict[str, str]) -> Any:
+        outcome = await dispatcher.call(method, args, credentials)
+        assert outcome.error is None, outcome.error
+        return outcome.value.text if hasattr(outcome.value, "text") else outcome.value
+
+    funded = await answer(admin, "createPrepaidCode", {"login": "admin", "balance": "5"})
+    spare = await answer(admin, "createPrepaidCode", {"login": "admin"})
+    await answer(admin, "getPrepaidCodes", {"login": "admin"})
+    await answer(client, "activatePrepaidCode", {**alice, "code": funded, "amount": "1"})
+    await answer(client, "activatePrepaidCode", {**alice, "code": funded.replace("-", "").lower(), "amount": "0"})
+    wrong = funded[:-1] + ("A" if funded[-1] != "A" else "B")
+    for _ in range(services.settings.login_max_failures + 1):
+        await dispatcher.call("activatePrepaidCode", {**alice, "code": wrong, "amount": "0"}, client)
+    invite = await answer(client, "registerRequest", {"signature": "web-1"})
+    reg = {"code": invite, "user": "newbie", "web_password": md5_hex("npw"), "language": "en"}
+    await answer(client, "registerByCode", {**reg, "register": "false"})
+    await answer(client, "registerByCode", {**reg, "register": "true"})
+    await answer(admin, "deletePrepaidCode", {"login": "admin", "code": spare})
+    assert {"codes.created", "codes.activated", "codes.registered", "codes.deleted", "lockout.locked"} <= logged.names()
+    forms = [form for code in (funded, spare, wrong, invite) for form in (code, code.replace("-", ""))]
+    logged.assert_absent(*forms, *(form.lower() for form in forms))

@@ -41,6 +41,12 @@ log = structlog.get_logger(__name__)
 SOURCES = ("number", "any", "all")  # the filters addDIDRule accepts
 CONDITIONS = ("", "SUCCESS", "UNSUCCESS", "BUSY", "NOANSWER", "UNAVAIL", "INPUT")
 TRANSIT = "TRANSIT"  # in a rule's callerid: replaced with the caller's number
+# The actions the dialplan (dialplan/extensions.conf, callgate-inbound) runs, with the
+# destination getDIDActions proposes for each; OWNER stands for the DID owner's first SIP
+# extension (its user name when it has none).
+OWNER = "<owner>"
+VOICE_ACTIONS: dict[str, str] = {"call": OWNER, "playfile": "beep", "redirect": "", "forward": ""}
+SMS_ACTIONS: dict[str, str] = {"internal": OWNER}
 
 # Condition → the DIALSTATUS words (numeric prefix stripped) it accepts.
 _CONDITION_STATUSES: dict[str, frozenset[str]] = {
@@ -221,6 +227,10 @@ def check_new_rule(rule: NewRule) -> None:
         raise ApiError(ErrorCode.E_MISSING_ARGUMENT, "missing argument: input (condition INPUT)")
     if rule.timeout is not None and rule.timeout < 0:
         raise ApiError(ErrorCode.E_INVALID_ARGUMENT, "timeout must not be negative")
+    if rule.action and rule.action not in VOICE_ACTIONS:
+        raise ApiError(ErrorCode.E_INVALID_ARGUMENT, f"action must be one of {', '.join(VOICE_ACTIONS)}")
+    if rule.sms_action and rule.sms_action not in SMS_ACTIONS:
+        raise ApiError(ErrorCode.E_INVALID_ARGUMENT, f"sms_action must be one of {', '.join(SMS_ACTIONS)}")
 
 
 async def add_rule(

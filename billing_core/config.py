@@ -34,6 +34,9 @@
 | CALLGATE_AMI_PING_TIMEOUT_S | 3 | ... whose Pong must come within this, else the connection is dropped and made again |
 | CALLGATE_AMI_RECONNECT_MAX_S | 30 | longest pause between AMI reconnect attempts (back-off from 0.5 s) |
 | CALLGATE_AMI_REFRESH_S | 5 | how often `serve` re-reads the Asterisk servers (`callgate asterisk add` and `remove` reach it within this) |
+| CALLGATE_VCS_APIKEY | (empty) | the client key (access level 0, no default user) the JeraSoft VCS JSON-RPC door at /jsonrpc/ acts through; empty = that door is closed |
+| CALLGATE_BILLMGR_APIKEY | (empty) | the same for the BILLmanager door at /billmgr |
+| CALLGATE_SESSION_IDLE_S | 3600 | a front-door session (VCS SID, BILLmanager auth=) ends after this long without a request |
 | CALLGATE_BILLSEC_ROUNDING | truncate | talk ms -> whole seconds: truncate (Asterisk's CDR billsec), initiatedseconds (cdr.conf's option: >= 500 ms counts), ceiling |
 """
 
@@ -104,6 +107,10 @@ class Settings:
     ami_reconnect_max_s: float = 30.0
     ami_refresh_s: float = 5.0
     system_currency: str = "EUR"
+    # the doors' keys are secrets: kept out of repr (a logged Settings must not show them)
+    vcs_apikey: str = field(default="", repr=False)
+    billmgr_apikey: str = field(default="", repr=False)
+    session_idle_s: int = 3600
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -151,6 +158,9 @@ class Settings:
             ami_ping_timeout_s=float(env.get("CALLGATE_AMI_PING_TIMEOUT_S", "3")),
             ami_reconnect_max_s=float(env.get("CALLGATE_AMI_RECONNECT_MAX_S", "30")),
             ami_refresh_s=float(env.get("CALLGATE_AMI_REFRESH_S", "5")),
+            vcs_apikey=env.get("CALLGATE_VCS_APIKEY", ""),
+            billmgr_apikey=env.get("CALLGATE_BILLMGR_APIKEY", ""),
+            session_idle_s=_positive("CALLGATE_SESSION_IDLE_S", env.get("CALLGATE_SESSION_IDLE_S", "3600")),
         )
 
 

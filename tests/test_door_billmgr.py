@@ -113,9 +113,8 @@ async def test_alias_create_update_delete_and_a_delete_of_nothing_is_ok(doors: D
     assert xml(await call(doors, func="alias.edit", elid=elid, authinfo=CORP1)).findtext("destination") == "4915100"
     updated = await call(doors, func="alias.edit", elid=elid, sok="ok", authinfo=CORP1, destination="4915199")
     assert xml(updated).find("ok") is not None
-    assert [e.findtext("destination") for e in xml(await call(doors, func="alias", authinfo=CORP1)).findall("elem")] == [
-        "4915199"
-    ]
+    listed = xml(await call(doors, func="alias", authinfo=CORP1)).findall("elem")
+    assert [e.findtext("destination") for e in listed] == ["4915199"]
     assert xml(await call(doors, func="alias.delete", elid=elid, authinfo=CORP1)).find("ok") is not None
     assert xml(await call(doors, func="alias.delete", elid=elid, authinfo=CORP1)).find("ok") is not None
     gone = error_of(await call(doors, func="alias.edit", elid=elid, authinfo=CORP1))

@@ -45,14 +45,13 @@ USER, PASSWORD = "alice", "alice-secret"
 
 
 async def _child(directory: str, database_url: str | None, redis_url: str | None) -> None:
+    import billing_core.api.methods  # noqa: F401 - registers every method
     from billing_core.api.dispatch import Dispatcher
     from billing_core.bootstrap import bootstrap, seed_base_data
     from billing_core.config import Settings
     from billing_core.container import Services
     from billing_core.http import bound_port, start_http
     from tests.factories import make_key, make_user
-
-    import billing_core.api.methods  # noqa: F401 - registers every method
 
     settings = Settings(
         database_url=database_url or f"sqlite+aiosqlite:///{directory}/callgate.db",
@@ -181,7 +180,7 @@ async def _parent(args: argparse.Namespace) -> dict[str, Any]:
             command += ["--database-url", args.database_url]
         if args.redis_url:
             command += ["--redis-url", args.redis_url]
-        child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # noqa: ASYNC220
         try:
             assert child.stdout is not None
             keys = json.loads(child.stdout.readline())

@@ -11,6 +11,7 @@ import pytest
 import billing_core.api.methods  # noqa: F401 - registers every method
 from billing_core.catalog.params import NoParams
 from billing_core.catalog.registry import REGISTRY, Aliases, BillmgrVerb, CallContext, Registry
+from billing_core.container import Services
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "front-doors.md"
 
@@ -72,7 +73,7 @@ def test_malformed_billmgr_verbs_are_refused(spec: str) -> None:
 def test_a_name_used_twice_is_refused() -> None:
     registry = Registry()
 
-    async def handler(ctx: CallContext[object], p: NoParams) -> bool:  # type: ignore[type-var]
+    async def handler(ctx: CallContext[Services], p: NoParams) -> bool:
         return True
 
     registry.method("a", level=1, params=NoParams, returns="bool", aliases=Aliases(vcs=("x.list",)))(handler)

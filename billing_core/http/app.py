@@ -11,6 +11,8 @@ Routes:
   "unavailable"; 503 "degraded: …" while start-up still waits for the database
   (billing_core.readiness).
 - GET /metrics — Prometheus exposition (billing_core.http.metrics).
+- POST /jsonrpc/ — the JeraSoft VCS door (billing_core.http.vcs); GET|POST /billmgr — the
+  BILLmanager door (billing_core.http.billmgr); both over the same dispatcher.
 - anything else — 404 (405 for a verb other than GET/POST), JSON envelope E_UNKNOWN_METHOD.
 
 Connections (billing_core.http.connections): at most CALLGATE_HTTP_MAX_CONNECTIONS open,

@@ -19,6 +19,8 @@ from billing_core.directory.tables import users
 from billing_core.numbers.tables import aliases
 from billing_core.rating.tables import routes
 from tests.doors_support import PASSWORD, Doors, open_doors
+from tests.factories import make_key
+from tests.http_support import serve, with_settings
 
 T = TypeVar("T")
 CORP1 = f"corp1:{PASSWORD}"
@@ -227,3 +229,16 @@ def _md5(text: str) -> str:
     from billing_core.auth.secrets_store import md5_hex
 
     return md5_hex(text)
+
+
+async def test_a_session_is_accepted_only_with_the_key_it_was_opened_under(doors: Doors) -> None:
+    login = {"method": "getInfo", "params": {"auth": {"login": "corp1", "password": PASSWORD}}, "id": 1}
+    reply = await doors.api.request("POST", doors.jsonrpc, json=login)
+    sid = json.loads(reply.body)["result"]["session_id"]
+    same_key = xml(await call(doors, func="getInfo", auth=sid))  # the VCS session, the same key
+    assert same_key.findtext("username") == "corp1"
+    other_key = await make_key(doors.services, level=0, owner="admin", name="other-door")
+    async with serve(with_settings(doors.services, billmgr_apikey=other_key), test_methods=False) as api:
+        answer = await api.request("GET", f"http://127.0.0.1:{api.port}/billmgr?func=getInfo&out=xml&auth={sid}")
+    root = etree.fromstring(answer.body)
+    assert root.find("error").get("code") == "E_AUTH_FAILED"

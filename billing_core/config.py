@@ -37,6 +37,9 @@
 | CALLGATE_DID_RELEASE_GRACE_DAYS | 7 | a rented DID past its expiration and not renewed (its owner could not pay, or auto-renew is off) is released this many days later by the maintenance run |
 | CALLGATE_DID_ORDER_HOLD_S | 300 | how long orderDID's hold lasts while the provider is asked (a crashed order's hold lapses after it; the maintenance run closes the order) |
 | CALLGATE_RATES_SOURCE | (empty) | where doMaintenance reads exchange rates: a file path or an http(s) URL of JSON `{"USD": 1.08, …}` or CSV `currency,eur_course`; empty = rates unchanged |
+| CALLGATE_VCS_APIKEY | (empty) | the client key (access level 0, no default user) the JeraSoft VCS JSON-RPC door at /jsonrpc/ acts through; empty = that door is closed |
+| CALLGATE_BILLMGR_APIKEY | (empty) | the same for the BILLmanager door at /billmgr |
+| CALLGATE_SESSION_IDLE_S | 3600 | a front-door session (VCS SID, BILLmanager auth=) ends after this long without a request |
 | CALLGATE_BILLSEC_ROUNDING | truncate | talk ms -> whole seconds: truncate (Asterisk's CDR billsec), initiatedseconds (cdr.conf's option: >= 500 ms counts), ceiling |
 """
 
@@ -120,6 +123,10 @@ class Settings:
     did_release_grace_days: int = 7
     did_order_hold_s: int = 300
     rates_source: str = ""
+    # the doors' keys are secrets: kept out of repr (a logged Settings must not show them)
+    vcs_apikey: str = field(default="", repr=False)
+    billmgr_apikey: str = field(default="", repr=False)
+    session_idle_s: int = 3600
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -175,6 +182,9 @@ class Settings:
             did_release_grace_days=int(env.get("CALLGATE_DID_RELEASE_GRACE_DAYS", "7")),
             did_order_hold_s=_positive("CALLGATE_DID_ORDER_HOLD_S", env.get("CALLGATE_DID_ORDER_HOLD_S", "300")),
             rates_source=env.get("CALLGATE_RATES_SOURCE", "").strip(),
+            vcs_apikey=env.get("CALLGATE_VCS_APIKEY", ""),
+            billmgr_apikey=env.get("CALLGATE_BILLMGR_APIKEY", ""),
+            session_idle_s=_positive("CALLGATE_SESSION_IDLE_S", env.get("CALLGATE_SESSION_IDLE_S", "3600")),
         )
 
 

@@ -9,6 +9,7 @@ from billing_core.asterisk.service import AmiService
 from billing_core.auth.secrets_store import SecretBox
 from billing_core.cache.backend import create_backend
 from billing_core.cache.readthrough import ReadThroughCache
+from billing_core.cache.sessions import MemorySessions, SessionStore, create_sessions
 from billing_core.cache.shared_generations import SharedGenerations
 from billing_core.config import Settings
 from billing_core.db.engine import Database, create_engine
@@ -31,6 +32,8 @@ class Services:
     call_ledger: CallLedger
     ami: AmiService  # started by `serve` only (callgate.startup)
     readiness: Readiness = field(default_factory=Readiness)
+    # front-door sessions (VCS SID, BILLmanager auth=): beside the cache (billing_core.cache.sessions)
+    sessions: SessionStore = field(default_factory=MemorySessions)
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -49,6 +52,7 @@ class Services:
             rating=RatingEngine(db, cache),
             call_ledger=_call_ledger(settings, db),
             ami=AmiService(db, box, _ami_timings(settings), refresh_s=settings.ami_refresh_s),
+            sessions=create_sessions(cache.backend),
         )
 
     async def close(self) -> None:

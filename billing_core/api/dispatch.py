@@ -14,6 +14,9 @@ Access rules (the spec leaves the comparison implicit; this is what we chose):
   unless the owner is a master administrator (44: the spec's "exclusive rights").
 - `username=` acts for another user: allowed for administrators (>= 33) and for the
   user's managers up the chain; otherwise E_DOES_NOT_BELONG_TO_YOU.
+- Front doors that keep sessions (`Credentials.sessions`: JeraSoft VCS, BILLmanager) act
+  through a dynamic client key of their own: a password login opens a session
+  (`Outcome.session`), a later call presents its id instead (billing_core.api.sessions).
 - Lock-outs: an unknown or disabled key bans its HTTP source address
   (billing_core.directory.bans, never a call-control key's address, never over FastAGI);
   wrong passwords lock the login and then ban the address (services.login_guard).
@@ -22,12 +25,13 @@ Access rules (the spec leaves the comparison implicit; this is what we chose):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
 from pydantic import ValidationError
 
+from billing_core.api import sessions as door_sessions
 from billing_core.auth.ipmask import ip_allowed
 from billing_core.auth.secrets_store import api_key_hash, hash_password, verify_password
 from billing_core.catalog.params import COMMON_ARGS
@@ -65,6 +69,11 @@ class Credentials:
     apikey: str | None = None
     call_uid: str | None = None
     secure: bool = False  # the request came over TLS (keys with secure_only need it)
+    # A door that logs people in by password and keeps sessions (VCS, BILLmanager): its
+    # key must be a dynamic client key; `session` resumes a session.
+    sessions: bool = False
+    session: str | None = None
+    open_session: bool = False  # a password login opens a session (VCS answers carry it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +82,7 @@ class Outcome:
     error: ApiError | None = None
     method: MethodDef | None = None
     key: KeyRecord | None = None
+    session: str | None = None  # the front-door session the call ran in (opened or resumed)
 
     @property
     def ok(self) -> bool:
@@ -96,6 +106,7 @@ class Dispatcher:
     async def call(self, method_name: str, raw: Mapping[str, str], cred: Credentials) -> Outcome:
         key: KeyRecord | None = None
         method: MethodDef | None = None
+        session: str | None = None
         if not self.services.readiness.ready:
             # Not migrated/warm yet (the database was down at start-up): answer at once,
             # without touching a store that may lack its schema (billing_core.readiness).
@@ -109,7 +120,7 @@ class Dispatcher:
             method = self.registry.get(method_name)
             if method is None:
                 raise ApiError(ErrorCode.E_UNKNOWN_METHOD, f"unknown method: {method_name[:64]}")
-            key, user = await self._key_and_user(gens, candidates, method, raw, cred.peer_ip)
+            key, user, session = await self._key_and_user(gens, candidates, method, raw, cred)
             self._check_level(key, user, method)
             actor = await self._actor(gens, user, raw.get("username", ""))
             try:
@@ -132,11 +143,11 @@ class Dispatcher:
             value = await method.handler(ctx, params)
             if method.invalidates:
                 await self.services.cache.invalidate(*method.invalidates)
-            return Outcome(value=value, method=method, key=key)
+            return Outcome(value=value, method=method, key=key, session=session)
         except ApiError as exc:
             if exc.code is ErrorCode.E_SQL_ERROR:
                 log.warning("api.backend_unavailable", method=method_name, transport=cred.transport)
-            return Outcome(error=exc, method=method, key=key)
+            return Outcome(error=exc, method=method, key=key, session=session)
         except Exception as exc:
             # Type and place only: exception messages can quote argument values (secrets).
             log.error(
@@ -146,7 +157,33 @@ class Dispatcher:
                 error=type(exc).__name__,
                 where=_innermost_frame(exc),
             )
-            return Outcome(error=UnexpectedFailure(), method=method, key=key)
+            return Outcome(error=UnexpectedFailure(), method=method, key=key, session=session)
+
+    async def open_session(self, login: str, password: str, cred: Credentials) -> Outcome:
+        """A front door's login without a method (BILLmanager `func=auth`): the key and the
+        password checked as for any call, then a session (`Outcome.session`); the value
+        is {"username", "accesslevel"}."""
+        if not self.services.readiness.ready:
+            return Outcome(error=ApiError(ErrorCode.E_SQL_ERROR, "database unavailable"))
+        key: KeyRecord | None = None
+        cred = replace(cred, sessions=True, open_session=True, session=None)
+        try:
+            gens = await self.services.cache.generations()
+            key = (await self._keys(gens, cred))[0]
+            user, session = await self._user(gens, key, 1, {"login": login, "password": password}, cred)
+            if user is None or session is None:
+                raise ApiError(ErrorCode.E_AUTH_FAILED)
+            value = {"username": user.username, "accesslevel": user.accesslevel}
+            return Outcome(value=value, key=key, session=session)
+        except ApiError as exc:
+            return Outcome(error=exc, key=key)
+        except Exception as exc:
+            log.error("api.unexpected_error", method="<login>", error=type(exc).__name__, where=_innermost_frame(exc))
+            return Outcome(error=UnexpectedFailure(), key=key)
+
+    async def end_session(self, session_id: str) -> bool:
+        """A front door's logout: True when the session existed."""
+        return await door_sessions.end_session(self.services, session_id)
 
     async def _key_and_user(
         self,
@@ -154,8 +191,8 @@ class Dispatcher:
         candidates: list[KeyRecord],
         method: MethodDef,
         raw: Mapping[str, str],
-        peer_ip: str,
-    ) -> tuple[KeyRecord, UserRecord | None]:
+        cred: Credentials,
+    ) -> tuple[KeyRecord, UserRecord | None, str | None]:
         """The first candidate key that allows the method and identifies the caller under
         it. Over HTTP there is one candidate (the key in the path); over FastAGI every
         server key admitting the Asterisk address is one, in keys_for_peer's order."""
@@ -164,7 +201,8 @@ class Dispatcher:
             try:
                 if key.allowed_methods and method.name not in key.allowed_methods:
                     raise ApiError(ErrorCode.E_INSUFFICIENT_ACCESS, "method not allowed for this key")
-                return key, await self._user(gens, key, method, raw, peer_ip)
+                user, session = await self._user(gens, key, method.access_level, raw, cred)
+                return key, user, session
             except ApiError as exc:
                 if exc.code not in (ErrorCode.E_AUTH_FAILED, ErrorCode.E_INSUFFICIENT_ACCESS):
                     raise
@@ -195,37 +233,49 @@ class Dispatcher:
             raise SourceForbidden()
         if key.secure_only and not cred.secure:
             raise SourceForbidden("this key is for HTTPS only")
+        if cred.sessions and (key.is_server_key or key.default_user):
+            # a server or static key would let a login through without its password
+            log.error("api.door_key_not_dynamic", transport=cred.transport, key=key.id)
+            detail = "this door's key must be a client key without a default user"
+            raise ApiError(ErrorCode.E_UNDEFINED_INSTRUCTION, detail)
         return [key]
 
     async def _user(
-        self, gens: dict[str, int] | None, key: KeyRecord, method: MethodDef, raw: Mapping[str, str], peer_ip: str
-    ) -> UserRecord | None:
+        self, gens: dict[str, int] | None, key: KeyRecord, level: int, raw: Mapping[str, str], cred: Credentials
+    ) -> tuple[UserRecord | None, str | None]:
+        """The authenticated user for a method of `level`, and the front-door session."""
         profiles = self.services.profiles
         login = raw.get("login", "")
         if not key.is_server_key:
+            session: str | None = None
             if key.default_user:
                 user = await profiles.user_by(gens, key.auth_by, key.default_user)
             elif login:
-                user = await self._password_login(gens, key, login, raw.get("password", ""), peer_ip)
+                user = await self._password_login(gens, key, login, raw.get("password", ""), cred.peer_ip)
+                if user is not None and cred.sessions and cred.open_session and user.active != LOCKED:
+                    session = await door_sessions.open_session(self.services, key, user)
+            elif cred.sessions and cred.session:
+                user = await door_sessions.resume(self.services, gens, key, cred.session)
+                session = cred.session
             else:
                 user = None
-            if user is None and method.access_level > 0:
+            if user is None and level > 0:
                 raise ApiError(ErrorCode.E_AUTH_FAILED)
             if user is not None and user.active == LOCKED:
                 # a locked person cannot log in; call control (server keys) answers for
                 # locked users itself, and an administrator can still act for them to unlock
                 raise ApiError(ErrorCode.E_USER_LOCKED)
-            return user
+            return user, session
         if not login:
-            return await profiles.user_by(gens, "username", key.owner)
+            return await profiles.user_by(gens, "username", key.owner), None
         user = await profiles.user_by(gens, key.auth_by, login)
         if user is None:
-            if method.access_level == 0:
-                return None
+            if level == 0:
+                return None, None
             raise ApiError(ErrorCode.E_AUTH_FAILED, f"no user for {key.auth_by}={login[:64]}")
         if not await key_owner_serves(self.services.profiles, gens, key.owner, user.username):
             raise ApiError(ErrorCode.E_DOES_NOT_BELONG_TO_YOU, "user does not belong to the key owner")
-        return user
+        return user, None
 
     async def _password_login(
         self, gens: dict[str, int] | None, key: KeyRecord, login: str, password: str, peer_ip: str

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from billing_core.asterisk import bans as server_bans
 from billing_core.catalog.params import Bool, Int, NoParams, Params, Str
-from billing_core.catalog.registry import REGISTRY, CallContext
+from billing_core.catalog.registry import REGISTRY, Aliases, CallContext
 from billing_core.clock import as_utc, wire_time
 from billing_core.directory.bans import WHITELIST
 from billing_core.directory.context import DirectoryContext
@@ -33,7 +33,11 @@ async def _scope(ctx: CallContext[DirectoryContext], actor: UserRecord) -> list[
         return await server_bans.servers_of(conn, actor.username)
 
 
-@REGISTRY.method("getBans", level=22, params=NoParams, returns="json")
+@REGISTRY.method(
+    "getBans",
+    level=22, params=NoParams, returns="json",
+    aliases=Aliases(vcs=("bans.list",), billmgr=("ban",), elid="id"),
+)
 async def get_bans(ctx: CallContext[DirectoryContext], p: NoParams) -> list[dict[str, Any]]:
     actor = ctx.require_actor()
     rows = await ctx.services.bans.list(await _scope(ctx, actor))
@@ -62,7 +66,11 @@ class BanIPParams(Params):
     reason: Str = ""
 
 
-@REGISTRY.method("banIP", level=33, params=BanIPParams, returns="bool")
+@REGISTRY.method(
+    "banIP",
+    level=33, params=BanIPParams, returns="bool",
+    aliases=Aliases(vcs=("bans.add",), billmgr=("ban.edit#create",)),
+)
 async def ban_ip(ctx: CallContext[DirectoryContext], p: BanIPParams) -> bool:
     """`source=whitelist` adds a whitelist entry (an address or a network); any other source
     names the Asterisk server whose firewall should block `target`."""
@@ -81,7 +89,11 @@ class BanIdParams(Params):
     id: Int
 
 
-@REGISTRY.method("unbanIP", level=33, params=BanIdParams, returns="bool")
+@REGISTRY.method(
+    "unbanIP",
+    level=33, params=BanIdParams, returns="bool",
+    aliases=Aliases(vcs=("bans.delete",), billmgr=("ban.delete",), elid="id"),
+)
 async def unban_ip(ctx: CallContext[DirectoryContext], p: BanIdParams) -> bool:
     if not await ctx.services.bans.remove(p.id):
         raise ApiError(ErrorCode.E_NOT_EXIST, "no such ban")

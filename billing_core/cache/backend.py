@@ -190,6 +190,11 @@ class RedisBackend:
         self._healthy = True
 
     @property
+    def client(self) -> aioredis.Redis:
+        """The connection pool's client, for stores that live beside the cache (sessions)."""
+        return self._redis
+
+    @property
     def pushed(self) -> bool:
         """True while generations come from the watcher (no round trip per decision)."""
         return self._pushed is not None and not self._lost_bumps

@@ -28,3 +28,8 @@ def generation_key(namespace: str) -> str:
 
 def entry_key(namespace: str, generation: int, key: str) -> str:
     return f"{PREFIX}:{namespace}:{generation}:{key}"
+
+
+def session_key(digest: str) -> str:
+    """A front-door session, by the SHA-256 of its id (the id itself is never stored)."""
+    return f"{PREFIX}:session:{digest}"

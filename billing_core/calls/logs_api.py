@@ -8,7 +8,7 @@ from pydantic import Field
 
 from billing_core.calls import cdr_log
 from billing_core.catalog.params import Bool, Params, Str
-from billing_core.catalog.registry import REGISTRY, CallContext
+from billing_core.catalog.registry import REGISTRY, Aliases, CallContext
 from billing_core.directory import ownership
 from billing_core.ledger.context import LedgerContext
 from billing_core.provisioning.users_api import caller_of
@@ -25,7 +25,11 @@ class DeleteLogsParams(Params):
     user: Str | None = None  # a user the caller reaches; default: the actor
 
 
-@REGISTRY.method("getLogs", level=1, params=GetLogsParams, returns="json")
+@REGISTRY.method(
+    "getLogs",
+    level=1, params=GetLogsParams, returns="json",
+    aliases=Aliases(vcs=("xdrs.list",), billmgr=("xdr",)),
+)
 async def get_logs(ctx: CallContext[LedgerContext], p: GetLogsParams) -> list[dict[str, Any]]:
     if p.user:
         subject = await ownership.reachable_user(ctx.services.profiles, ctx.generations, caller_of(ctx), p.user)

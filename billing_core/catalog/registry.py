@@ -1,4 +1,6 @@
-"""One definition per spec method: name, access level, typed arguments, return kind, handler."""
+"""One definition per spec method: name, access level, typed arguments, return kind, handler,
+and the names the other front doors know it by (`Aliases`: JeraSoft VCS `module.action`,
+ISPsystem BILLmanager `func` verbs)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,12 @@ from billing_core.context import Context
 from billing_core.records import KeyRecord, UserRecord
 
 ReturnKind = Literal["bool", "json", "text", "binary", "depends"]
+# What a BILLmanager function does with its method: `x` lists, `x.edit` shows an object
+# (elid, no sok), creates (sok=ok, no elid) or updates (sok=ok and elid), `x.delete`,
+# `x.suspend`, `x.resume`; any other dotted function simply calls.
+BillmgrRole = Literal["list", "show", "create", "update", "delete", "suspend", "resume", "call"]
+_EDIT_ROLES = ("show", "create", "update")
+_SUFFIX_ROLES: dict[str, BillmgrRole] = {"delete": "delete", "suspend": "suspend", "resume": "resume"}
 P = TypeVar("P", bound=Params)
 # The process context a handler asks for: its subsystem's (billing_core.ledger.context, …).
 S = TypeVar("S", bound=Context)
@@ -70,6 +78,59 @@ Handler = Callable[[CallContext[Any], Any], Awaitable[Any]]
 
 
 @dataclass(frozen=True, slots=True)
+class BillmgrVerb:
+    """One BILLmanager function of a method: `func`, its role, and arguments it fixes
+    (`route.suspend` is updateRouteState with state=false)."""
+
+    func: str
+    role: BillmgrRole
+    fixed: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str) -> BillmgrVerb:
+        """`route` (list), `route.edit#create`, `route.suspend?state=false`, `x.y` (call)."""
+        head, _, query = spec.partition("?")
+        func, _, role_name = head.partition("#")
+        fixed = tuple((k, v) for k, _, v in (pair.partition("=") for pair in query.split("&") if pair))
+        stem, dot, action = func.rpartition(".")
+        role: BillmgrRole
+        if not dot:
+            role = "list"
+        elif action == "edit":
+            if role_name not in _EDIT_ROLES:
+                raise ValueError(f"BILLmanager verb {spec!r}: x.edit needs #show, #create or #update")
+            role = role_name  # type: ignore[assignment]
+        else:
+            role = _SUFFIX_ROLES.get(action, "call")
+        if (dot and not stem) or (role_name and action != "edit"):
+            raise ValueError(f"malformed BILLmanager verb {spec!r}")
+        return cls(func, role, fixed)
+
+
+@dataclass(frozen=True, slots=True)
+class Aliases:
+    """The names a method has at the other front doors, declared beside it.
+
+    vcs: JeraSoft VCS `module.action` names (`routes.add`).
+    billmgr: BILLmanager verbs, parsed by BillmgrVerb.parse.
+    elid / plid / elname: the argument BILLmanager's object id, parent id and object name
+    fill (for a list method, elid names the row field `x.edit` with elid looks up).
+    """
+
+    vcs: tuple[str, ...] = ()
+    billmgr: tuple[str, ...] = ()
+    elid: str = ""
+    plid: str = ""
+    elname: str = ""
+
+    def billmgr_verbs(self) -> tuple[BillmgrVerb, ...]:
+        return tuple(BillmgrVerb.parse(spec) for spec in self.billmgr)
+
+
+NO_ALIASES = Aliases()
+
+
+@dataclass(frozen=True, slots=True)
 class MethodDef:
     name: str
     access_level: int
@@ -77,11 +138,14 @@ class MethodDef:
     returns: ReturnKind
     handler: Handler
     invalidates: tuple[str, ...] = ()
+    aliases: Aliases = NO_ALIASES
 
 
 class Registry:
     def __init__(self) -> None:
         self._methods: dict[str, MethodDef] = {}
+        self._vcs: dict[str, MethodDef] = {}
+        self._billmgr: dict[tuple[str, BillmgrRole], tuple[MethodDef, BillmgrVerb]] = {}
 
     def method(
         self,
@@ -91,19 +155,43 @@ class Registry:
         params: type[P],
         returns: ReturnKind,
         invalidates: tuple[str, ...] = (),
+        aliases: Aliases = NO_ALIASES,
     ) -> Callable[[Callable[[CallContext[S], P], Awaitable[Any]]], Callable[[CallContext[S], P], Awaitable[Any]]]:
         def register(
             handler: Callable[[CallContext[S], P], Awaitable[Any]],
         ) -> Callable[[CallContext[S], P], Awaitable[Any]]:
             if name in self._methods:
                 raise ValueError(f"method {name} defined twice")
-            self._methods[name] = MethodDef(name, level, params, returns, handler, invalidates)
+            method = MethodDef(name, level, params, returns, handler, invalidates, aliases)
+            self._add_aliases(method)
+            self._methods[name] = method
             return handler
 
         return register
 
+    def _add_aliases(self, method: MethodDef) -> None:
+        for vcs in method.aliases.vcs:
+            if vcs in self._vcs or "." not in vcs:
+                raise ValueError(f"VCS alias {vcs!r} of {method.name} is taken or not module.action")
+        verbs = method.aliases.billmgr_verbs()
+        for verb in verbs:
+            if (verb.func, verb.role) in self._billmgr:
+                raise ValueError(f"BILLmanager verb {verb.func} ({verb.role}) of {method.name} is taken")
+        self._vcs.update(dict.fromkeys(method.aliases.vcs, method))
+        self._billmgr.update({(verb.func, verb.role): (method, verb) for verb in verbs})
+
     def get(self, name: str) -> MethodDef | None:
         return self._methods.get(name)
+
+    def vcs(self, name: str) -> MethodDef | None:
+        """The method a JeraSoft VCS name calls: a Narayana name or a `module.action` alias."""
+        return self._methods.get(name) or self._vcs.get(name)
+
+    def billmgr(self, func: str, role: BillmgrRole) -> tuple[MethodDef, BillmgrVerb] | None:
+        return self._billmgr.get((func, role))
+
+    def billmgr_funcs(self) -> set[str]:
+        return {func for func, _ in self._billmgr}
 
     def names(self) -> list[str]:
         return sorted(self._methods)

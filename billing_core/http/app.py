@@ -11,6 +11,8 @@ Routes:
   "unavailable"; 503 "degraded: …" while start-up still waits for the database
   (billing_core.readiness).
 - GET /metrics — Prometheus exposition (billing_core.http.metrics).
+- POST /jsonrpc/ — the JeraSoft VCS door (billing_core.http.vcs); GET|POST /billmgr — the
+  BILLmanager door (billing_core.http.billmgr); both over the same dispatcher.
 - anything else — 404 (405 for a verb other than GET/POST), JSON envelope E_UNKNOWN_METHOD.
 
 Connections (billing_core.http.connections): at most CALLGATE_HTTP_MAX_CONNECTIONS open,
@@ -31,7 +33,6 @@ import asyncio
 import logging
 import time
 import traceback
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -41,7 +42,8 @@ from sqlalchemy import text
 
 from billing_core.api.dispatch import Credentials, Dispatcher
 from billing_core.errors import ApiError, ErrorCode
-from billing_core.http import answers, metrics
+from billing_core.http import answers, billmgr, metrics, vcs
+from billing_core.http.appkeys import DISPATCHER, LIMITS, SPOOL_BACKLOG, TRACE, Trace
 from billing_core.http.connections import LINGER_S, CappedSite, ConnectionFactory, HttpLimits
 from billing_core.http.form import MAX_BODY_BYTES, BadInput, request_arguments
 from billing_core.spool import Spool, SpoolBacklog
@@ -53,20 +55,8 @@ API_PREFIX = "/billing/api/"
 API_ROUTE = API_PREFIX + "{version}/{key}/{method}"
 HEALTH_TIMEOUT_S = 1.0
 
-DISPATCHER = web.AppKey("dispatcher", Dispatcher)
-SPOOL_BACKLOG = web.AppKey("spool_backlog", SpoolBacklog)
-LIMITS = web.AppKey("limits", HttpLimits)
-
-
-@dataclass(slots=True)
-class _Trace:
-    """What the request log line and the metrics say about one API request."""
-
-    method: str = metrics.UNKNOWN_METHOD
-    result: str = "ok"
-
-
-TRACE = web.RequestKey("trace", _Trace)
+# The other front doors (billing_core.http.vcs, billing_core.http.billmgr) count as API requests.
+API_PATHS = (API_PREFIX, vcs.PATH, billmgr.PATH)
 
 
 async def _api(request: web.Request) -> web.StreamResponse:
@@ -140,7 +130,7 @@ def _where(exc: BaseException) -> str:
 @web.middleware
 async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes an envelope (never a traceback); one log line per request."""
-    trace = _Trace()
+    trace = Trace()
     request[TRACE] = trace
     started = time.perf_counter()
     response: web.StreamResponse
@@ -160,7 +150,7 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = answers.error_response(ApiError(ErrorCode.E_LUA_EXCEPTION), status=500)
         trace.result = ErrorCode.E_LUA_EXCEPTION.value
     duration = time.perf_counter() - started
-    if request.path.startswith(API_PREFIX) or response.status == 404:
+    if request.path.startswith(API_PATHS) or response.status == 404:
         metrics.observe(trace.method, trace.result, duration)
     log.info(
         "http.request",
@@ -184,6 +174,8 @@ def build_app(dispatcher: Dispatcher, limits: HttpLimits | None = None) -> web.A
     app.router.add_route("POST", API_ROUTE, _api)
     app.router.add_route("GET", "/healthz", _healthz)
     app.router.add_route("GET", "/metrics", _metrics)
+    vcs.add_routes(app)
+    billmgr.add_routes(app)
     return app
 
 

@@ -161,7 +161,7 @@ async def body_fields(request: web.Request) -> list[tuple[str, str]]:
     raise BadInput(f"unsupported Content-Type {content_type[:64]!r}")
 
 
-def _check_field(name: str, value: str) -> None:
+def check_field(name: str, value: str) -> None:
     if len(name) > MAX_NAME_CHARS:
         raise BadInput(f"an argument name is longer than {MAX_NAME_CHARS} characters")
     if len(value) > MAX_VALUE_CHARS:
@@ -178,7 +178,7 @@ async def request_arguments(request: web.Request) -> dict[str, str]:
         raise BadInput(f"more than {MAX_FIELDS} fields")
     raw: dict[str, str] = {}
     for name, value in [*query, *body]:
-        _check_field(name, value)
+        check_field(name, value)
         if name:
             raw[name] = value
     return raw

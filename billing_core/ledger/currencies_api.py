@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from billing_core.catalog.params import NoParams, Params, Str
-from billing_core.catalog.registry import REGISTRY, CallContext
+from billing_core.catalog.registry import REGISTRY, Aliases, CallContext
 from billing_core.ledger import currency as currency_svc
 from billing_core.ledger.context import LedgerContext
 
@@ -14,7 +14,11 @@ class GetCourseParams(Params):
     currency: Str
 
 
-@REGISTRY.method("getCurrencies", level=0, params=NoParams, returns="json")
+@REGISTRY.method(
+    "getCurrencies",
+    level=0, params=NoParams, returns="json",
+    aliases=Aliases(vcs=("currencies.list",), billmgr=("currency",)),
+)
 async def get_currencies(ctx: CallContext[LedgerContext], p: NoParams) -> list[dict[str, Any]]:
     found = await currency_svc.all_currencies(ctx.services, ctx.generations)
     return [currency_svc.course_json(cur, full=False) for cur in found.values()]

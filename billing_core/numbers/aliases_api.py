@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 
 from billing_core.cache.keys import NS_ALIASES
 from billing_core.catalog.params import Bool, Params, Str
-from billing_core.catalog.registry import REGISTRY, CallContext
+from billing_core.catalog.registry import REGISTRY, Aliases, CallContext
 from billing_core.directory.context import DirectoryContext
 from billing_core.numbers import alias_book
 
@@ -22,7 +22,11 @@ class GetAliasesParams(Params):
     all: Bool = False
 
 
-@REGISTRY.method("getAliases", level=1, params=GetAliasesParams, returns="json")
+@REGISTRY.method(
+    "getAliases",
+    level=1, params=GetAliasesParams, returns="json",
+    aliases=Aliases(vcs=("aliases.list",), billmgr=("alias",), elid="id"),
+)
 async def get_aliases(ctx: CallContext[DirectoryContext], p: GetAliasesParams) -> list[dict[str, Any]]:
     return await alias_book.list_aliases(ctx.services, ctx.require_actor(), everything=p.all)
 
@@ -31,7 +35,11 @@ class AliasIdParams(Params):
     id: AliasId
 
 
-@REGISTRY.method("getAlias", level=1, params=AliasIdParams, returns="json")
+@REGISTRY.method(
+    "getAlias",
+    level=1, params=AliasIdParams, returns="json",
+    aliases=Aliases(vcs=("aliases.editForm",), billmgr=("alias.edit#show",), elid="id"),
+)
 async def get_alias(ctx: CallContext[DirectoryContext], p: AliasIdParams) -> dict[str, Any]:
     return await alias_book.get_alias(ctx.services, ctx.require_actor(), p.id)
 
@@ -43,7 +51,11 @@ class AddAliasParams(Params):
     global_: Bool = Field(False, alias="global")  # `global` is a Python keyword
 
 
-@REGISTRY.method("addAlias", level=1, params=AddAliasParams, returns="bool", invalidates=(NS_ALIASES,))
+@REGISTRY.method(
+    "addAlias",
+    level=1, params=AddAliasParams, returns="bool", invalidates=(NS_ALIASES,),
+    aliases=Aliases(vcs=("aliases.add",), billmgr=("alias.edit#create",), elname="alias"),
+)
 async def add_alias(ctx: CallContext[DirectoryContext], p: AddAliasParams) -> bool:
     await alias_book.add_alias(
         ctx.services,
@@ -74,7 +86,11 @@ class UpdateAliasParams(Params):
         return data
 
 
-@REGISTRY.method("updateAlias", level=1, params=UpdateAliasParams, returns="bool", invalidates=(NS_ALIASES,))
+@REGISTRY.method(
+    "updateAlias",
+    level=1, params=UpdateAliasParams, returns="bool", invalidates=(NS_ALIASES,),
+    aliases=Aliases(vcs=("aliases.edit",), billmgr=("alias.edit#update",), elid="id"),
+)
 async def update_alias(ctx: CallContext[DirectoryContext], p: UpdateAliasParams) -> bool:
     await alias_book.update_alias(
         ctx.services,
@@ -87,7 +103,11 @@ async def update_alias(ctx: CallContext[DirectoryContext], p: UpdateAliasParams)
     return True
 
 
-@REGISTRY.method("deleteAlias", level=1, params=AliasIdParams, returns="bool", invalidates=(NS_ALIASES,))
+@REGISTRY.method(
+    "deleteAlias",
+    level=1, params=AliasIdParams, returns="bool", invalidates=(NS_ALIASES,),
+    aliases=Aliases(vcs=("aliases.delete",), billmgr=("alias.delete",), elid="id"),
+)
 async def delete_alias(ctx: CallContext[DirectoryContext], p: AliasIdParams) -> bool:
     await alias_book.delete_alias(ctx.services, ctx.require_actor(), p.id)
     return True

@@ -10,7 +10,7 @@ from pydantic import BeforeValidator, Field, StringConstraints
 
 from billing_core.cache.keys import NS_PROFILES
 from billing_core.catalog.params import Amount, Int, Params, Str
-from billing_core.catalog.registry import REGISTRY, CallContext, TextAnswer
+from billing_core.catalog.registry import REGISTRY, Aliases, CallContext, TextAnswer
 from billing_core.ledger.context import LedgerContext
 from billing_core.numbers import did_rules, dids
 from billing_core.numbers.did_rules import NewRule, Resolved
@@ -61,7 +61,11 @@ class AddDIDParams(Params):
     expiration: Str = ""
 
 
-@REGISTRY.method("addDID", level=22, params=AddDIDParams, returns="bool", invalidates=(NS_PROFILES,))
+@REGISTRY.method(
+    "addDID",
+    level=22, params=AddDIDParams, returns="bool", invalidates=(NS_PROFILES,),
+    aliases=Aliases(vcs=("dids.add",), billmgr=("did.edit#create",), elname="did"),
+)
 async def add_did(ctx: CallContext[LedgerContext], p: AddDIDParams) -> bool:
     await dids.add_did(
         ctx.services,
@@ -93,7 +97,11 @@ class AddDIDRuleParams(Params):
     position: Position = "start"
 
 
-@REGISTRY.method("addDIDRule", level=1, params=AddDIDRuleParams, returns="bool", invalidates=(NS_PROFILES,))
+@REGISTRY.method(
+    "addDIDRule",
+    level=1, params=AddDIDRuleParams, returns="bool", invalidates=(NS_PROFILES,),
+    aliases=Aliases(vcs=("dids.addRule",), billmgr=("didrule.edit#create",), plid="did"),
+)
 async def add_did_rule(ctx: CallContext[LedgerContext], p: AddDIDRuleParams) -> bool:
     rule = NewRule(
         source=p.source,
@@ -120,7 +128,11 @@ class GetDIDRulesParams(Params):
     rule: OptionalInt = None
 
 
-@REGISTRY.method("getDIDRules", level=1, params=GetDIDRulesParams, returns="json")
+@REGISTRY.method(
+    "getDIDRules",
+    level=1, params=GetDIDRulesParams, returns="json",
+    aliases=Aliases(vcs=("dids.rules",), billmgr=("didrule",), plid="did"),
+)
 async def get_did_rules(ctx: CallContext[LedgerContext], p: GetDIDRulesParams) -> list[dict[str, Any]]:
     return await did_rules.list_rules(
         ctx.services, ctx.generations, ctx.require_actor(), did=p.did, number=p.rule

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from billing_core.catalog.params import Amount, Bool, Int, Params, Str
-from billing_core.catalog.registry import REGISTRY, CallContext
+from billing_core.catalog.registry import REGISTRY, Aliases, CallContext
 from billing_core.ledger import transfers
 from billing_core.ledger.context import LedgerContext
 from billing_core.provisioning import account_lists, deletions
@@ -46,7 +46,11 @@ class TransferMoneyParams(Params):
     comment: Str
 
 
-@REGISTRY.method("updateAccount", level=1, params=UpdateAccountParams, returns="bool")
+@REGISTRY.method(
+    "updateAccount",
+    level=1, params=UpdateAccountParams, returns="bool",
+    aliases=Aliases(vcs=("accounts.edit",), billmgr=("account.edit#update",), elid="account"),
+)
 async def update_account(ctx: CallContext[LedgerContext], p: UpdateAccountParams) -> bool:
     changes = {name: getattr(p, name) for name in p.model_fields_set if name != "account"}
     await transfers.update_account(
@@ -55,12 +59,20 @@ async def update_account(ctx: CallContext[LedgerContext], p: UpdateAccountParams
     return True
 
 
-@REGISTRY.method("getAccountInfo", level=22, params=GetAccountInfoParams, returns="json")
+@REGISTRY.method(
+    "getAccountInfo",
+    level=22, params=GetAccountInfoParams, returns="json",
+    aliases=Aliases(vcs=("accounts.editForm",), billmgr=("account.edit#show",), elid="account"),
+)
 async def get_account_info(ctx: CallContext[LedgerContext], p: GetAccountInfoParams) -> dict[str, Any]:
     return await transfers.account_info(ctx.services, ctx.generations, caller_of(ctx), ctx.require_actor(), p.account)
 
 
-@REGISTRY.method("transferMoney", level=1, params=TransferMoneyParams, returns="bool")
+@REGISTRY.method(
+    "transferMoney",
+    level=1, params=TransferMoneyParams, returns="bool",
+    aliases=Aliases(vcs=("accounts.transfer",), billmgr=("transfer.edit#create",)),
+)
 async def transfer_money(ctx: CallContext[LedgerContext], p: TransferMoneyParams) -> bool:
     await transfers.transfer_money(
         ctx.services, ctx.generations, ctx.require_actor(), p.destination, p.amount, p.comment

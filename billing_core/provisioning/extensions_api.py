@@ -8,7 +8,7 @@ from typing import Any, Literal
 from billing_core import checks
 from billing_core.cache.keys import NS_PROFILES
 from billing_core.catalog.params import Bool, Int, Params, Str
-from billing_core.catalog.registry import REGISTRY, CallContext, TextAnswer
+from billing_core.catalog.registry import REGISTRY, Aliases, CallContext, TextAnswer
 from billing_core.directory import ownership
 from billing_core.ledger.context import LedgerContext
 from billing_core.provisioning import deletions, extension_lists, user_info
@@ -72,7 +72,11 @@ class SwitchRatesParams(Params):
     sip_extension: Str
 
 
-@REGISTRY.method("createExtension", level=1, params=CreateExtensionParams, returns="bool", invalidates=(NS_PROFILES,))
+@REGISTRY.method(
+    "createExtension",
+    level=1, params=CreateExtensionParams, returns="bool", invalidates=(NS_PROFILES,),
+    aliases=Aliases(vcs=("extensions.add",), billmgr=("extension.edit#create",), elname="sip_extension"),
+)
 async def create_extension(ctx: CallContext[LedgerContext], p: CreateExtensionParams) -> bool:
     if p.owner:
         owner = await ownership.reachable_user(ctx.services.profiles, ctx.generations, caller_of(ctx), p.owner)
@@ -90,7 +94,11 @@ async def create_extension(ctx: CallContext[LedgerContext], p: CreateExtensionPa
     return True
 
 
-@REGISTRY.method("getExtensionInfo", level=1, params=GetExtensionInfoParams, returns="depends")
+@REGISTRY.method(
+    "getExtensionInfo",
+    level=1, params=GetExtensionInfoParams, returns="depends",
+    aliases=Aliases(vcs=("extensions.editForm",), billmgr=("extension.edit#show",), elid="sip_extension"),
+)
 async def get_extension_info(ctx: CallContext[LedgerContext], p: GetExtensionInfoParams) -> dict[str, Any] | TextAnswer:
     """The extension as JSON, or with `property` one of its values as text."""
     info = await ext_svc.extension_info(ctx.services, caller_of(ctx), p.sip_extension)
@@ -101,7 +109,11 @@ async def get_extension_info(ctx: CallContext[LedgerContext], p: GetExtensionInf
     return TextAnswer(text=user_info.value_text(p.property, info[p.property]))
 
 
-@REGISTRY.method("updateExtension", level=1, params=UpdateExtensionParams, returns="bool", invalidates=(NS_PROFILES,))
+@REGISTRY.method(
+    "updateExtension",
+    level=1, params=UpdateExtensionParams, returns="bool", invalidates=(NS_PROFILES,),
+    aliases=Aliases(vcs=("extensions.edit",), billmgr=("extension.edit#update",), elid="sip_extension"),
+)
 async def update_extension(ctx: CallContext[LedgerContext], p: UpdateExtensionParams) -> bool:
     changes = {name: getattr(p, name) for name in p.model_fields_set if name != "sip_extension"}
     await ext_svc.update_extension(ctx.services, caller_of(ctx), p.sip_extension, changes)

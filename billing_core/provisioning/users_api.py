@@ -12,7 +12,7 @@ from typing import Any
 
 from billing_core.cache.keys import NS_PROFILES
 from billing_core.catalog.params import Amount, Bool, Int, NoParams, Num, Params, Str
-from billing_core.catalog.registry import REGISTRY, CallContext, TextAnswer
+from billing_core.catalog.registry import REGISTRY, Aliases, CallContext, TextAnswer
 from billing_core.directory import ownership
 from billing_core.errors import ApiError, ErrorCode
 from billing_core.ledger.context import LedgerContext
@@ -76,7 +76,11 @@ class DeleteUserParams(Params):
     user: Str
 
 
-@REGISTRY.method("getInfo", level=1, params=NoParams, returns="json")
+@REGISTRY.method(
+    "getInfo",
+    level=1, params=NoParams, returns="json",
+    aliases=Aliases(vcs=("clients.editForm",), billmgr=("user.edit#show",), elid="username"),
+)
 async def get_info(ctx: CallContext[LedgerContext], p: NoParams) -> dict[str, Any]:
     return await user_info.user_object(ctx.services, ctx.generations, ctx.user, ctx.require_actor())
 
@@ -87,7 +91,15 @@ async def get_value(ctx: CallContext[LedgerContext], p: GetValueParams) -> TextA
     return TextAnswer(text=user_info.user_value(obj, p.property))
 
 
-@REGISTRY.method("updateUser", level=1, params=UpdateUserParams, returns="bool", invalidates=(NS_PROFILES,))
+@REGISTRY.method(
+    "updateUser",
+    level=1, params=UpdateUserParams, returns="bool", invalidates=(NS_PROFILES,),
+    aliases=Aliases(
+        vcs=("clients.edit",),
+        billmgr=("user.edit#update", "user.suspend?active=-1", "user.resume?active=1"),
+        elid="user",
+    ),
+)
 async def update_user(ctx: CallContext[LedgerContext], p: UpdateUserParams) -> bool:
     caller = caller_of(ctx)
     if p.user:
@@ -99,7 +111,11 @@ async def update_user(ctx: CallContext[LedgerContext], p: UpdateUserParams) -> b
     return True
 
 
-@REGISTRY.method("registerUser", level=22, params=RegisterUserParams, returns="bool", invalidates=(NS_PROFILES,))
+@REGISTRY.method(
+    "registerUser",
+    level=22, params=RegisterUserParams, returns="bool", invalidates=(NS_PROFILES,),
+    aliases=Aliases(vcs=("clients.add",), billmgr=("user.edit#create",), elname="user"),
+)
 async def register_user(ctx: CallContext[LedgerContext], p: RegisterUserParams) -> bool:
     new = registration.NewUser(
         username=p.user,
@@ -118,7 +134,11 @@ async def register_user(ctx: CallContext[LedgerContext], p: RegisterUserParams) 
     return True
 
 
-@REGISTRY.method("getUsers", level=22, params=GetUsersParams, returns="json")
+@REGISTRY.method(
+    "getUsers",
+    level=22, params=GetUsersParams, returns="json",
+    aliases=Aliases(vcs=("clients.list",), billmgr=("user",), elid="username"),
+)
 async def get_users(ctx: CallContext[LedgerContext], p: GetUsersParams) -> list[dict[str, Any]]:
     return await user_info.list_users(
         ctx.services, ctx.generations, ctx.require_actor(), viewer=ctx.user, everyone=p.all

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from billing_core.cache.keys import NS_RATING
 from billing_core.catalog.params import Bool, Int, Params, Str
-from billing_core.catalog.registry import REGISTRY, CallContext
+from billing_core.catalog.registry import REGISTRY, Aliases, CallContext
 from billing_core.rating import routes
 from billing_core.rating.context import RatingContext
 
@@ -19,7 +19,11 @@ class GetRoutesParams(Params):
     all: Bool = False
 
 
-@REGISTRY.method("getRoutes", level=22, params=GetRoutesParams, returns="json")
+@REGISTRY.method(
+    "getRoutes",
+    level=22, params=GetRoutesParams, returns="json",
+    aliases=Aliases(vcs=("routes.list",), billmgr=("route",), elid="id"),
+)
 async def get_routes(ctx: CallContext[RatingContext], p: GetRoutesParams) -> list[dict[str, Any]]:
     """Routes the acting user may see (see ownership.listing_owners: `all` adds those of managed users;
     administrators see the administrators' routes, with all=true every route).
@@ -45,7 +49,11 @@ class AddRouteParams(Params):
     balance_password: Str = ""
 
 
-@REGISTRY.method("addRoute", level=22, params=AddRouteParams, returns="bool", invalidates=(NS_RATING,))
+@REGISTRY.method(
+    "addRoute",
+    level=22, params=AddRouteParams, returns="bool", invalidates=(NS_RATING,),
+    aliases=Aliases(vcs=("routes.add",), billmgr=("route.edit#create",), elname="route"),
+)
 async def add_route(ctx: CallContext[RatingContext], p: AddRouteParams) -> bool:
     actor = ctx.require_actor()
     new = routes.NewRoute(
@@ -71,7 +79,13 @@ class UpdateRouteStateParams(Params):
     state: Bool
 
 
-@REGISTRY.method("updateRouteState", level=22, params=UpdateRouteStateParams, returns="bool", invalidates=(NS_RATING,))
+@REGISTRY.method(
+    "updateRouteState",
+    level=22, params=UpdateRouteStateParams, returns="bool", invalidates=(NS_RATING,),
+    aliases=Aliases(
+        vcs=("routes.setState",), billmgr=("route.suspend?state=false", "route.resume?state=true"), elid="id"
+    ),
+)
 async def update_route_state(ctx: CallContext[RatingContext], p: UpdateRouteStateParams) -> bool:
     await routes.set_route_state(ctx.services.db, ctx.require_actor(), p.id, p.state)
     return True

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from billing_core.cache.keys import NS_RATING
 from billing_core.catalog.params import Amount, Bool, Int, NoParams, Num, Params, Str
-from billing_core.catalog.registry import REGISTRY, CallContext, TextAnswer
+from billing_core.catalog.registry import REGISTRY, Aliases, CallContext, TextAnswer
 from billing_core.errors import ApiError, ErrorCode
 from billing_core.rating import bill_types, directions, prices, tariff_entries, tariffs
 from billing_core.rating.context import RatingContext
@@ -53,7 +53,11 @@ class GetDirectionsParams(Params):
     distinct: Bool = True
 
 
-@REGISTRY.method("getDirections", level=0, params=GetDirectionsParams, returns="json")
+@REGISTRY.method(
+    "getDirections",
+    level=0, params=GetDirectionsParams, returns="json",
+    aliases=Aliases(vcs=("directions.list",), billmgr=("direction",), elid="id"),
+)
 async def get_directions(ctx: CallContext[RatingContext], p: GetDirectionsParams) -> list[dict[str, Any]]:
     """Every direction as {"code", "id", "direction", "min_len", "max_len"}, by code.
 
@@ -79,7 +83,11 @@ class AddRatesParams(Params):
     description: Str = ""
 
 
-@REGISTRY.method("addRates", level=22, params=AddRatesParams, returns="bool", invalidates=(NS_RATING,))
+@REGISTRY.method(
+    "addRates",
+    level=22, params=AddRatesParams, returns="bool", invalidates=(NS_RATING,),
+    aliases=Aliases(vcs=("tariffs.add",), billmgr=("tariff.edit#create",), elname="name"),
+)
 async def add_rates(ctx: CallContext[RatingContext], p: AddRatesParams) -> bool:
     new = tariffs.NewTariff(
         table=p.table,
@@ -103,7 +111,11 @@ class GetRatesListParams(Params):
     is_option: Bool | None = None  # unset: tariffs and options
 
 
-@REGISTRY.method("getRatesList", level=1, params=GetRatesListParams, returns="json")
+@REGISTRY.method(
+    "getRatesList",
+    level=1, params=GetRatesListParams, returns="json",
+    aliases=Aliases(vcs=("tariffs.list",), billmgr=("tariff",), elid="id"),
+)
 async def get_rates_list(ctx: CallContext[RatingContext], p: GetRatesListParams) -> list[dict[str, Any]]:
     """Tariffs the acting user may see (tariff_access.tariff_list_filter), fields as the spec's
     example; display_switch_price is in the acting user's currency."""
@@ -123,7 +135,11 @@ class GetRatesParams(Params):
     id: Int
 
 
-@REGISTRY.method("getRates", level=1, params=GetRatesParams, returns="json")
+@REGISTRY.method(
+    "getRates",
+    level=1, params=GetRatesParams, returns="json",
+    aliases=Aliases(vcs=("tariffs.editForm",), billmgr=("tariff.edit#show",), elid="id"),
+)
 async def get_rates(ctx: CallContext[RatingContext], p: GetRatesParams) -> list[dict[str, Any]]:
     """A tariff's entries, one object per direction (shape: prices.render_prices),
     displaycost in the acting user's currency. Entries on disabled routes are listed
@@ -197,7 +213,11 @@ class AddDirectionParams(Params):
     priority: Int = 1
 
 
-@REGISTRY.method("addDirection", level=22, params=AddDirectionParams, returns="bool", invalidates=(NS_RATING,))
+@REGISTRY.method(
+    "addDirection",
+    level=22, params=AddDirectionParams, returns="bool", invalidates=(NS_RATING,),
+    aliases=Aliases(vcs=("rates.add",), billmgr=("rate.edit#create",), plid="rates"),
+)
 async def add_direction(ctx: CallContext[RatingContext], p: AddDirectionParams) -> bool:
     await tariff_entries.add_entry(
         ctx.services.db,
@@ -220,7 +240,11 @@ class UpdateDirectionParams(Params):
     priority: Int | None = None  # moves the entry
 
 
-@REGISTRY.method("updateDirection", level=22, params=UpdateDirectionParams, returns="bool", invalidates=(NS_RATING,))
+@REGISTRY.method(
+    "updateDirection",
+    level=22, params=UpdateDirectionParams, returns="bool", invalidates=(NS_RATING,),
+    aliases=Aliases(vcs=("rates.edit",), billmgr=("rate.edit#update",), plid="rates", elid="direction"),
+)
 async def update_direction(ctx: CallContext[RatingContext], p: UpdateDirectionParams) -> bool:
     await tariff_entries.update_entry(
         ctx.services.db,
@@ -241,7 +265,11 @@ class DeleteDirectionParams(Params):
     prior: Int = 1
 
 
-@REGISTRY.method("deleteDirection", level=22, params=DeleteDirectionParams, returns="bool", invalidates=(NS_RATING,))
+@REGISTRY.method(
+    "deleteDirection",
+    level=22, params=DeleteDirectionParams, returns="bool", invalidates=(NS_RATING,),
+    aliases=Aliases(vcs=("rates.delete",), billmgr=("rate.delete",), plid="rates", elid="direction"),
+)
 async def delete_direction(ctx: CallContext[RatingContext], p: DeleteDirectionParams) -> bool:
     await tariff_entries.delete_entry(
         ctx.services.db, ctx.require_actor(), tariff_id=p.rates, direction_id=p.direction, prior=p.prior

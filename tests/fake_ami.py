@@ -93,6 +93,7 @@ class FakeAmi:
         self.originate_delay_s = 0.0
         self.originate_error = ""
         self.originates = 0
+        self.reloads: list[str] = []  # the Module of every Reload action
         self.connections = 0
         self.logins = 0
         self.closed_by_client = 0
@@ -302,6 +303,9 @@ class Session(asyncio.Protocol):
             self._hangup(action)
         elif name == "originate":
             self._originate(action)
+        elif name == "reload":
+            self.fake.reloads.append(action.get("Module", ""))
+            self.reply(action, "Success", ("Message", "Module Reloaded."))
         elif name in fake.custom:
             fake.custom[name](self, action)
         elif name == "logoff":

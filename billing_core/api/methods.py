@@ -1,7 +1,7 @@
 """The whole method catalogue: importing this module registers every API method, each
 defined once in its subsystem's `*_api` module, in billing_core.catalog.registry.REGISTRY."""
 
-from billing_core.asterisk import bans_api, callback_api, live_calls_api, maintenance_api
+from billing_core.asterisk import bans_api, callback_api, live_calls_api, maintenance_api, realm_api
 from billing_core.calls import call_info_api, calls_api, disa_api, logs_api
 from billing_core.ledger import currencies_api
 from billing_core.numbers import aliases_api, dids_api
@@ -10,7 +10,7 @@ from billing_core.rating import routes_api, tariffs_api
 
 MODULES = (
     bans_api, callback_api, live_calls_api, maintenance_api, call_info_api, calls_api, disa_api, logs_api,
-    currencies_api, aliases_api,
+    currencies_api, aliases_api, realm_api,
     dids_api, accounts_api,
     extensions_api, keys_api, users_api, routes_api, tariffs_api,
 )  # fmt: skip

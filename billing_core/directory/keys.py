@@ -1,4 +1,5 @@
-"""API keys: creation and listing (the key itself is shown once, stored hashed).
+"""API keys: creation and listing (the key itself is shown once, stored hashed, and also
+encrypted for authorizeRealm, whose MD5 is computed over the key itself: realm_key_matches).
 
 A key given to addKey must be strong enough (check_key_strength): it is the only secret
 of a server key, and a key of 32 × `c` was once accepted. The rule is a floor, not a
@@ -10,6 +11,8 @@ draws again in the (vanishingly rare) case that one would not.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 from collections import Counter
 from datetime import UTC, datetime
@@ -17,8 +20,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from billing_core.auth.ipmask import parse_masks, valid_mask
-from billing_core.auth.secrets_store import api_key_hash, new_api_key
+from billing_core.auth.ipmask import ip_allowed, parse_masks, valid_mask
+from billing_core.auth.secrets_store import SecretBox, api_key_hash, new_api_key
 from billing_core.db.engine import Database
 from billing_core.directory.tables import api_keys
 from billing_core.errors import ApiError, ErrorCode
@@ -71,6 +74,7 @@ def generate_key() -> str:
 
 async def add_key(
     db: Database,
+    box: SecretBox,
     *,
     name: str,
     access_level: int,
@@ -101,6 +105,7 @@ async def add_key(
             api_keys.insert().values(
                 name=name,
                 key_hash=api_key_hash(key),
+                key_enc=box.encrypt(key),
                 key_hint=key[:4],
                 auth_by=auth_by,
                 source=",".join(masks),
@@ -139,3 +144,38 @@ async def list_keys(db: Database, *, owner: str | None = None) -> list[dict[str,
         }
         for row in rows
     ]
+
+
+async def seal_key(db: Database, box: SecretBox, key: str) -> str | None:
+    """Give a key made before keys were kept encrypted its ciphertext: the key is checked
+    against its stored hash (so only its holder can do it). The key's name, or None when no
+    key has this hash."""
+    async with db.begin() as conn:
+        row = (await conn.execute(select(api_keys.c.id, api_keys.c.name).where(
+            api_keys.c.key_hash == api_key_hash(key)))).first()  # fmt: skip
+        if row is None:
+            return None
+        await conn.execute(api_keys.update().where(api_keys.c.id == row.id).values(key_enc=box.encrypt(key)))
+    return str(row.name)
+
+
+def realm_auth(key: str, source: str, name: str) -> str:
+    """authorizeRealm's `auth`: MD5 of "${API-key}${Asterisk IP-address}${API-key name}"."""
+    return hashlib.md5(f"{key}{source}{name}".encode()).hexdigest()
+
+
+async def realm_key_matches(db: Database, box: SecretBox, source: str, auth: str) -> str | None:
+    """The name of the enabled key whose MD5 with `source` is `auth` and whose allowed
+    addresses admit `source`, or None. Keys without ciphertext (made before migration
+    0018 and not sealed) never match."""
+    query = select(api_keys.c.name, api_keys.c.key_enc, api_keys.c.source).where(
+        api_keys.c.enabled == 1, api_keys.c.key_enc.is_not(None)
+    )
+    async with db.begin() as conn:
+        rows = (await conn.execute(query.order_by(api_keys.c.id))).all()
+    wanted = auth.strip().lower()
+    for row in rows:
+        key = box.decrypt(row.key_enc)
+        if key and hmac.compare_digest(realm_auth(key, source, row.name), wanted) and ip_allowed(source, row.source):
+            return str(row.name)
+    return None

@@ -49,6 +49,7 @@ async def add_key(ctx: CallContext[LedgerContext], p: AddKeyParams) -> bool:
     await _check_new_key(ctx, caller, p)
     await keys_svc.add_key(
         ctx.services.db,
+        ctx.services.box,
         name=p.name,
         access_level=p.accessLevel,
         source=p.source,

@@ -34,6 +34,7 @@
 | CALLGATE_AMI_PING_TIMEOUT_S | 3 | ... whose Pong must come within this, else the connection is dropped and made again |
 | CALLGATE_AMI_RECONNECT_MAX_S | 30 | longest pause between AMI reconnect attempts (back-off from 0.5 s) |
 | CALLGATE_AMI_REFRESH_S | 5 | how often `serve` re-reads the Asterisk servers (`callgate asterisk add` and `remove` reach it within this) |
+| CALLGATE_DIALPLAN_URL_PREFIXES | (empty) | comma-separated URL prefixes (http(s)://host/path/, ending in `/`) updateDialplan and updateInterface may fetch from; empty = none (docs/ami.md) |
 | CALLGATE_BILLSEC_ROUNDING | truncate | talk ms -> whole seconds: truncate (Asterisk's CDR billsec), initiatedseconds (cdr.conf's option: >= 500 ms counts), ceiling |
 """
 
@@ -43,6 +44,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 from billing_core.billsec import DEFAULT_ROUNDING, BillsecRounding, parse_rounding
 
@@ -64,6 +66,18 @@ def _positive(name: str, value: str) -> int:
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def url_prefixes(value: str) -> tuple[str, ...]:
+    """CALLGATE_DIALPLAN_URL_PREFIXES: each an http(s) URL with a host, no user, query or
+    fragment, whose path ends in `/` (so `https://h/dialplans` cannot admit `https://h/dialplans-evil`)."""
+    prefixes = _csv(value)
+    for prefix in prefixes:
+        parts = urlsplit(prefix)
+        if (parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc or parts.query
+                or parts.fragment or not parts.path.endswith("/")):  # fmt: skip
+            raise ValueError(f"CALLGATE_DIALPLAN_URL_PREFIXES: {prefix!r} is not http(s)://host/path/ ending in '/'")
+    return prefixes
 
 
 @dataclass(frozen=True)
@@ -103,6 +117,7 @@ class Settings:
     ami_ping_timeout_s: float = 3.0
     ami_reconnect_max_s: float = 30.0
     ami_refresh_s: float = 5.0
+    dialplan_url_prefixes: tuple[str, ...] = ()
     system_currency: str = "EUR"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -151,6 +166,7 @@ class Settings:
             ami_ping_timeout_s=float(env.get("CALLGATE_AMI_PING_TIMEOUT_S", "3")),
             ami_reconnect_max_s=float(env.get("CALLGATE_AMI_RECONNECT_MAX_S", "30")),
             ami_refresh_s=float(env.get("CALLGATE_AMI_REFRESH_S", "5")),
+            dialplan_url_prefixes=url_prefixes(env.get("CALLGATE_DIALPLAN_URL_PREFIXES", "")),
         )
 
 

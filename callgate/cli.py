@@ -9,6 +9,7 @@
     callgate directions import FILE.csv  (header code,direction,min_len,max_len)
     callgate bans list | callgate bans remove IP
     callgate firewall export --server NAME  (an nftables script of that server's bans)
+    callgate dialplan export --server NAME [--kind dialplan|interface]  (the active version, for #exec)
     callgate agi SCRIPT 'QUERY' [--uniqueid ID]   play one FastAGI session like Asterisk, print the variables
     callgate reconcile (--csv Master.csv | --db-url URL [--table cdr]) [--dry-run] [--stale-after S]
                           charge / release the open holds of calls Asterisk's CDRs show as ended
@@ -162,6 +163,7 @@ def _parser() -> argparse.ArgumentParser:
                           "(default CALLGATE_MAX_CALL_S + CALLGATE_RESERVATION_GRACE_S)")  # fmt: skip
     asterisk_cli.add_parser(sub)
     asterisk_cli.add_firewall_parser(sub)
+    asterisk_cli.add_dialplan_parser(sub)
     return parser
 
 
@@ -179,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings.from_env()
     quiet_by_default = args.command in ("demo", "keys", "migrate", "directions", "bans", "agi", "reconcile", "asterisk",
-                                        "firewall")
+                                        "firewall", "dialplan")
     # one-shot commands print what matters; their info-level logs would only bury it
     configure_logging("warning" if quiet_by_default and settings.log_level == "info" else settings.log_level)
     if args.command == "serve":
@@ -254,6 +256,8 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
         return await _with_services(settings, lambda s: asterisk_cli.run(s, args))
     if args.command == "firewall":
         return await _with_services(settings, lambda s: asterisk_cli.firewall_export(s, args))
+    if args.command == "dialplan":
+        return await _with_services(settings, lambda s: asterisk_cli.dialplan_export(s, args))
     raise ValueError(f"unknown command {args.command}")
 
 

@@ -94,6 +94,7 @@ class FakeAmi:
         self.originate_error = ""
         self.originates = 0
         self.reloads: list[str] = []  # the Module of every Reload action
+        self.reload_error = ""  # e.g. "No such module.": Reload answered Error
         self.connections = 0
         self.logins = 0
         self.closed_by_client = 0
@@ -304,6 +305,9 @@ class Session(asyncio.Protocol):
         elif name == "originate":
             self._originate(action)
         elif name == "reload":
+            if self.fake.reload_error:
+                self.reply(action, "Error", ("Message", self.fake.reload_error))
+                return
             self.fake.reloads.append(action.get("Module", ""))
             self.reply(action, "Success", ("Message", "Module Reloaded."))
         elif name in fake.custom:

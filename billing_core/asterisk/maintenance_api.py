@@ -1,5 +1,7 @@
 """API methods of the spec's "Technical maintenance" that act on an Asterisk server:
-asteriskRequest (billing_core.asterisk.requests: an allow-list of AMI actions).
+asteriskRequest (billing_core.asterisk.requests: an allow-list of AMI actions),
+updateDialplan, restoreDialplan, updateInterface (billing_core.asterisk.files: versions
+fetched from allowed URLs only, reloaded with AMI's Reload action).
 
 `asterisk` names the server by its address (the spec's word), its name or one of its
 sip_server names; none: E_SIP_SERVER_NOT_EXIST. Below administrator level, a user may
@@ -12,6 +14,7 @@ from sqlalchemy import case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing_core.asterisk import bans as server_bans
+from billing_core.asterisk import files
 from billing_core.asterisk.context import AsteriskContext
 from billing_core.asterisk.requests import asterisk_request
 from billing_core.asterisk.tables import asterisk_servers, asterisk_sip_servers
@@ -65,3 +68,44 @@ class AsteriskRequestParams(Params):
 async def asterisk_request_method(ctx: CallContext[AsteriskContext], p: AsteriskRequestParams) -> str:
     server = await named_server(ctx, p.asterisk)
     return await asterisk_request(ctx.services.ami, server, p.destination, p.process, p.params)
+
+
+class FileParams(Params):
+    asterisk: Str
+    url: Str
+
+
+@REGISTRY.method("updateDialplan", level=33, params=FileParams, returns="text")
+async def update_dialplan(ctx: CallContext[AsteriskContext], p: FileParams) -> str:
+    """Fetch the dialplan from an allowed URL, keep it as the server's next version, make it
+    active and reload the dialplan over AMI: `OK <version>`."""
+    server = await named_server(ctx, p.asterisk)
+    prefixes = ctx.services.settings.dialplan_url_prefixes
+    made = await files.update_file(ctx.services.ami, ctx.services.db, server, files.DIALPLAN, p.url, prefixes)
+    return f"OK {made.version}"
+
+
+class RestoreParams(Params):
+    asterisk: Str = ""
+
+
+@REGISTRY.method("restoreDialplan", level=33, params=RestoreParams, returns="text")
+async def restore_dialplan(ctx: CallContext[AsteriskContext], p: RestoreParams) -> str:
+    """The version before the active one, active again and reloaded: `OK <version>`. Without
+    `asterisk` (the spec's example), the server whose dialplan changed last."""
+    if p.asterisk.strip():
+        server = await named_server(ctx, p.asterisk)
+    else:
+        server = await files.last_changed_server(ctx.services.db)
+    restored = await files.restore_dialplan(ctx.services.ami, ctx.services.db, server)
+    return f"OK {restored.version}"
+
+
+@REGISTRY.method("updateInterface", level=33, params=FileParams, returns="text")
+async def update_interface(ctx: CallContext[AsteriskContext], p: FileParams) -> str:
+    """The same for the server's interface file, without a reload (nothing in Asterisk
+    reads it by itself: `callgate dialplan export --kind interface` gives it out)."""
+    server = await named_server(ctx, p.asterisk)
+    prefixes = ctx.services.settings.dialplan_url_prefixes
+    made = await files.update_file(ctx.services.ami, ctx.services.db, server, files.INTERFACE, p.url, prefixes)
+    return f"OK {made.version}"

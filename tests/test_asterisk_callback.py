@@ -22,8 +22,8 @@ from billing_core.ledger.tables import reservations
 from tests.dialplan_parse import parse
 from tests.dialplan_sim import Caller, DialOutcome, DialplanSim
 from tests.factories import balance_of, make_user
-from tests.fake_ami import FakeAmi
-from tests.rating_world import credentials, server_key
+from tests.fake_ami import FakeAmi, newchannel, var_set
+from tests.rating_world import credentials, server_key, text_of
 from tests.test_asterisk_ami import PATIENT, until
 from tests.test_asterisk_live_calls import pbx
 from tests.test_dialplan_calls import DIALPLAN, port, rows, world
@@ -218,3 +218,33 @@ async def test_leg_two_is_declined_when_leg_one_holds_the_money(
 def test_the_callback_context_is_in_the_dialplan() -> None:
     plan = parse(Path(DIALPLAN).read_text())
     assert {"_X.", "leg2"} <= set(plan.contexts["callgate-callback"])
+
+
+async def test_both_legs_holds_join_one_live_call(services: Services, dispatcher: Dispatcher, fake: FakeAmi) -> None:
+    """What Asterisk says of a callback: the originated ;1 half (its uniqueid is the call's
+    linkedid), the ;2 half, callPrepare Allowed on each, CG_CALLBACK on each: the live call
+    has both legs' holds and the callback's id."""
+    await world(services)
+    async with services.db.begin() as conn:
+        await conn.execute(update(sip_extensions).values(sip_max_call_len=300))  # a hold of 3.00 per leg
+    await services.cache.invalidate("profiles", "extensions")
+    await _connected(services, fake)
+    key = await server_key(services)
+    for uid, destination in (("cb.2", DEST1), ("cb.1", DEST2)):
+        outcome = await dispatcher.call("callPrepare", {"login": "alice", "destination": destination},
+                                        credentials(key, uid))  # fmt: skip
+        assert text_of(outcome).result == "Allowed"
+    half1, half2 = f"Local/{DEST1}@callgate-callback-00000001;1", f"Local/{DEST1}@callgate-callback-00000001;2"
+    fake.emit(
+        newchannel("cb.1", half1, linkedid="cb.1"), newchannel("cb.2", half2, linkedid="cb.1"),
+        var_set("cb.2", half2, "CG_CALLBACK", "00ff00ff00ff00ff", linkedid="cb.1"),
+        var_set("cb.2", half2, "CALLGATE_RESULT", "Allowed", linkedid="cb.1"),
+        newchannel("cb.3", "PJSIP/801010000001@carrier-a-00000003", linkedid="cb.1", state="6"),
+        var_set("cb.1", half1, "CG_CALLBACK", "00ff00ff00ff00ff", linkedid="cb.1"),
+        var_set("cb.1", half1, "CALLGATE_RESULT", "Allowed", linkedid="cb.1"),
+    )  # fmt: skip
+    registry = services.ami.registry("pbx1")
+    await until(lambda: len(registry) == 3 and all(c.held for c in registry.channels()[:2]), "both legs held")
+    [call] = await services.ami.live_calls("pbx1")
+    assert call.callback == "00ff00ff00ff00ff" and len(call.channels) == 3
+    assert sorted(h.call_uid for h in call.holds) == ["cb.1", "cb.2"]

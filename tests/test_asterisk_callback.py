@@ -28,6 +28,7 @@ from tests.test_asterisk_ami import PATIENT, until
 from tests.test_asterisk_live_calls import pbx
 from tests.test_dialplan_calls import DIALPLAN, port, rows, world
 
+README = Path(__file__).resolve().parents[1] / "README.md"
 __all__ = ["port"]  # the FastAGI server fixture of tests/test_dialplan_calls.py
 
 DEST1, DEST2 = "79010000001", "79010000009"
@@ -248,3 +249,21 @@ async def test_both_legs_holds_join_one_live_call(services: Services, dispatcher
     [call] = await services.ami.live_calls("pbx1")
     assert call.callback == "00ff00ff00ff00ff" and len(call.channels) == 3
     assert sorted(h.call_uid for h in call.holds) == ["cb.1", "cb.2"]
+
+
+async def test_the_readme_callback_example(services: Services, dispatcher: Dispatcher, fake: FakeAmi) -> None:
+    """README "Asterisk servers and AMI": the request answers as shown, and the Originate
+    block is what Asterisk received, header for header (ActionID aside)."""
+    section = README.read_text().split("## Asterisk servers and AMI", 1)[1].split("\n## ", 1)[0]
+    request, originate = re.findall(r"```text\n(.*?)```", section, re.DOTALL)[:2]
+    get, answer = request.strip().splitlines()
+    query = dict(pair.split("=", 1) for pair in get.split("?", 1)[1].split("&"))
+    await world(services)
+    await _connected(services, fake)
+    outcome = await dispatcher.call("createCallback", query, credentials(await server_key(services), None))
+    assert (outcome.error, str(outcome.value).lower()) == (None, answer)
+    shown = [tuple(line.split(": ", 1)) if ": " in line else (line.rstrip(":"), "")
+             for line in originate.strip().splitlines()]  # fmt: skip
+    sent = sorted((k, v) for k, v in _originates(fake)[0] if k != "ActionID")
+    callback_id = next(v for k, v in sent if v.startswith("CG_CALLBACK="))
+    assert sorted((k, callback_id if v == "CG_CALLBACK=<a new id>" else v) for k, v in shown) == sent

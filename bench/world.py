@@ -177,11 +177,11 @@ async def provision(settings: Settings, *, users: int, synchronous_commit: str |
             extensions = await _users(services, conn, users, tariff_id)
         # The Asterisk key first: FastAGI takes the first server key (by id) that admits the peer.
         asterisk_key = await add_key(
-            services.db, name="bench-asterisk", access_level=50, source="127.0.0.1", owner=ADMIN_USERNAME,
+            services.db, services.box, name="bench-asterisk", access_level=50, source="127.0.0.1", owner=ADMIN_USERNAME,
             auth_by="sip_extension",
         )
         http_key = await add_key(
-            services.db, name="bench-http", access_level=95, source="127.0.0.1", owner=ADMIN_USERNAME,
+            services.db, services.box, name="bench-http", access_level=95, source="127.0.0.1", owner=ADMIN_USERNAME,
             auth_by="sip_extension",
         )
         # Generations live in Redis and outlive the dropped database: bump them all.

@@ -40,6 +40,7 @@
 | CALLGATE_VCS_APIKEY | (empty) | the client key (access level 0, no default user) the JeraSoft VCS JSON-RPC door at /jsonrpc/ acts through; empty = that door is closed |
 | CALLGATE_BILLMGR_APIKEY | (empty) | the same for the BILLmanager door at /billmgr |
 | CALLGATE_SESSION_IDLE_S | 3600 | a front-door session (VCS SID, BILLmanager auth=) ends after this long without a request |
+| CALLGATE_DIALPLAN_URL_PREFIXES | (empty) | comma-separated URL prefixes (http(s)://host/path/, ending in `/`) updateDialplan and updateInterface may fetch from; empty = none (docs/ami.md) |
 | CALLGATE_BILLSEC_ROUNDING | truncate | talk ms -> whole seconds: truncate (Asterisk's CDR billsec), initiatedseconds (cdr.conf's option: >= 500 ms counts), ceiling |
 """
 
@@ -49,6 +50,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 from billing_core.billsec import DEFAULT_ROUNDING, BillsecRounding, parse_rounding
 
@@ -70,6 +72,18 @@ def _positive(name: str, value: str) -> int:
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def url_prefixes(value: str) -> tuple[str, ...]:
+    """CALLGATE_DIALPLAN_URL_PREFIXES: each an http(s) URL with a host, no user, query or
+    fragment, whose path ends in `/` (so `https://h/dialplans` cannot admit `https://h/dialplans-evil`)."""
+    prefixes = _csv(value)
+    for prefix in prefixes:
+        parts = urlsplit(prefix)
+        if (parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc or parts.query
+                or parts.fragment or not parts.path.endswith("/")):  # fmt: skip
+            raise ValueError(f"CALLGATE_DIALPLAN_URL_PREFIXES: {prefix!r} is not http(s)://host/path/ ending in '/'")
+    return prefixes
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,7 @@ class Settings:
     # a time, asked for again `hold_slice_lead_s` before a slice ends.
     hold_slice_s: int = 0
     hold_slice_lead_s: int = 30
+    dialplan_url_prefixes: tuple[str, ...] = ()
     system_currency: str = "EUR"
     did_release_grace_days: int = 7
     did_order_hold_s: int = 300
@@ -185,6 +200,7 @@ class Settings:
             vcs_apikey=env.get("CALLGATE_VCS_APIKEY", ""),
             billmgr_apikey=env.get("CALLGATE_BILLMGR_APIKEY", ""),
             session_idle_s=_positive("CALLGATE_SESSION_IDLE_S", env.get("CALLGATE_SESSION_IDLE_S", "3600")),
+            dialplan_url_prefixes=url_prefixes(env.get("CALLGATE_DIALPLAN_URL_PREFIXES", "")),
         )
 
 

@@ -7,6 +7,9 @@
     callgate asterisk remove NAME
     callgate firewall export --server NAME   an `nft -f` script of that server's bans (cron,
                                              fail2ban: `callgate firewall export … | nft -f -`)
+    callgate dialplan export --server NAME [--kind dialplan|interface]
+                                             the active version updateDialplan / restoreDialplan
+                                             made (the Asterisk's `#exec` line, docs/ami.md)
 
 The AMI secret is kept encrypted (the SIP passwords' key, CALLGATE_SECRET_FILE); give it
 on standard input (`--ami-secret-stdin`) to keep it out of the shell history and `ps`.
@@ -20,6 +23,7 @@ import json
 import sys
 
 from billing_core.asterisk.bans import nft_script
+from billing_core.asterisk.files import DIALPLAN, INTERFACE, active_file
 from billing_core.asterisk.servers import DEFAULT_AMI_PORT, ServerSpec, add_server, list_servers, remove_server
 from billing_core.container import Services
 
@@ -53,6 +57,30 @@ def add_firewall_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     export = firewall.add_parser("export", help="print an nftables script of one server's bans")
     export.add_argument("--server", required=True, help="the Asterisk server's name (callgate asterisk list)")
+
+
+def add_dialplan_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dialplan = sub.add_parser("dialplan", help="the dialplan versions of the Asterisk servers").add_subparsers(
+        dest="dialplan_command", required=True
+    )
+    export = dialplan.add_parser("export", help="print the active version of a server's dialplan (or interface)")
+    export.add_argument("--server", required=True, help="the Asterisk server's name (callgate asterisk list)")
+    export.add_argument("--kind", choices=(DIALPLAN, INTERFACE), default=DIALPLAN)
+
+
+async def dialplan_export(services: Services, args: argparse.Namespace) -> int:
+    """Nothing on stdout unless there is an active version: an `#exec` line must never
+    include an error message in the dialplan."""
+    names = {row["name"] for row in await list_servers(services.db)}
+    if args.server not in names:
+        print(f"error: no Asterisk server {args.server!r} (callgate asterisk list)", file=sys.stderr)
+        return 2
+    found = await active_file(services.db, args.server, args.kind)
+    if found is None:
+        print(f"error: {args.server} has no active {args.kind} version (updateDialplan)", file=sys.stderr)
+        return 1
+    sys.stdout.write(found.content if found.content.endswith("\n") else found.content + "\n")
+    return 0
 
 
 async def firewall_export(services: Services, args: argparse.Namespace) -> int:

@@ -5,10 +5,11 @@
     callgate demo                       load demo data, print keys, an AGI() line and a curl line
     callgate keys add NAME --level N --source MASK [--auth-by username|sip_extension|id]
                           [--default-user U] [--owner USER] [--allowed-methods m1,m2]
-    callgate keys list
+    callgate keys list | callgate keys seal   (seal: the key on stdin, made before migration 0018)
     callgate directions import FILE.csv  (header code,direction,min_len,max_len)
     callgate bans list | callgate bans remove IP
     callgate firewall export --server NAME  (an nftables script of that server's bans)
+    callgate dialplan export --server NAME [--kind dialplan|interface]  (the active version, for #exec)
     callgate agi SCRIPT 'QUERY' [--uniqueid ID]   play one FastAGI session like Asterisk, print the variables
     callgate reconcile (--csv Master.csv | --db-url URL [--table cdr]) [--dry-run] [--stale-after S]
                           charge / release the open holds of calls Asterisk's CDRs show as ended
@@ -33,7 +34,7 @@ from billing_core.cache.keys import NAMESPACES, NS_RATING
 from billing_core.calls.asterisk_cdr import AsteriskCdr
 from billing_core.config import Settings
 from billing_core.container import Services
-from billing_core.directory.keys import AUTH_METHODS, add_key, list_keys
+from billing_core.directory.keys import AUTH_METHODS, add_key, list_keys, seal_key
 from billing_core.errors import ApiError
 from billing_core.numbers.providers import StockFileError
 from billing_core.rating.directions import DirectionsFileError, import_directions, read_directions_csv
@@ -53,6 +54,7 @@ async def _with_services(settings: Settings, work: Callable[[Services], Awaitabl
 async def _keys_add(services: Services, args: argparse.Namespace) -> int:
     key = await add_key(
         services.db,
+        services.box,
         name=args.name,
         access_level=args.level,
         source=args.source,
@@ -63,6 +65,16 @@ async def _keys_add(services: Services, args: argparse.Namespace) -> int:
     )
     await services.cache.invalidate(*NAMESPACES)
     print(f"key {args.name} level {args.level} source {args.source} owner {args.owner}: {key}")
+    return 0
+
+
+async def _keys_seal(services: Services) -> int:
+    """The key from stdin (never argv: shell history, ps), checked against its stored hash."""
+    name = await seal_key(services.db, services.box, sys.stdin.readline().strip())
+    if name is None:
+        print("no such key", file=sys.stderr)
+        return 1
+    print(f"key {name} sealed: authorizeRealm can check it now")
     return 0
 
 
@@ -127,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--owner", default="admin")
     add.add_argument("--allowed-methods", default="", help="comma-separated; empty = all methods")
     keys.add_parser("list", help="list keys (without the keys themselves)")
+    keys.add_parser("seal", help="keep a key made before migration 0018 encrypted too (the key on stdin)")
 
     directions = sub.add_parser("directions", help="directions").add_subparsers(
         dest="directions_command", required=True
@@ -154,6 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     asterisk_cli.add_parser(sub)
     asterisk_cli.add_firewall_parser(sub)
     dids_cli.add_parsers(sub)
+    asterisk_cli.add_dialplan_parser(sub)
     return parser
 
 
@@ -171,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings.from_env()
     quiet_by_default = args.command in ("demo", "keys", "migrate", "directions", "bans", "agi", "reconcile", "asterisk",
-                                        "firewall", "dids", "maintenance")
+                                        "firewall", "dids", "maintenance", "dialplan")
     # one-shot commands print what matters; their info-level logs would only bury it
     configure_logging("warning" if quiet_by_default and settings.log_level == "info" else settings.log_level)
     if args.command == "serve":
@@ -231,6 +245,8 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
     if args.command == "keys":
         if args.keys_command == "add":
             return await _with_services(settings, lambda s: _keys_add(s, args))
+        if args.keys_command == "seal":
+            return await _with_services(settings, _keys_seal)
         return await _with_services(settings, _keys_list)
     if args.command == "directions":
         return await _with_services(settings, lambda s: _directions_import(s, args.file))
@@ -248,6 +264,8 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
         return await _with_services(settings, lambda s: dids_cli.dids_import(s, args))
     if args.command == "maintenance":
         return await _with_services(settings, dids_cli.maintenance)
+    if args.command == "dialplan":
+        return await _with_services(settings, lambda s: asterisk_cli.dialplan_export(s, args))
     raise ValueError(f"unknown command {args.command}")
 
 

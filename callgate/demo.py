@@ -117,10 +117,11 @@ async def load_demo(services: Services, *, quiet: bool = False) -> int:
     import billing_core.api.methods  # noqa: F401 - registers every method
 
     admin_key = await add_key(
-        services.db, name="demo-portal", access_level=95, source="127.0.0.1", owner="admin"
+        services.db, services.box, name="demo-portal", access_level=95, source="127.0.0.1", owner="admin"
     )
     agi_key = await add_key(
-        services.db, name="demo-asterisk", access_level=50, source="127.0.0.1", owner="admin", auth_by="sip_extension"
+        services.db, services.box, name="demo-asterisk", access_level=50, source="127.0.0.1", owner="admin",
+        auth_by="sip_extension",
     )
     await services.cache.invalidate(*NAMESPACES)
     api = DemoApi(Dispatcher(services), admin_key)

@@ -40,6 +40,9 @@ HANGUP = "callgate-hangup"
 DISA = "callgate-disa"
 INBOUND = "callgate-inbound"
 ANSWERED = "callgate-answered"
+CALLBACK = "callgate-callback"
+# createCallback's legs: where each enters callgate-outbound (the number it dials)
+CALLBACK_LEGS = {"_X.": "${EXTEN}", "leg2": "${CG_CALLBACK_DEST2}"}
 
 # Globals the operator sets; they are not callgate's channel variables.
 OPERATOR_GLOBALS: frozenset[str] = frozenset({"CALLGATE_AGI", "CALLGATE_NODE", "CALLGATE_HOOKS"})
@@ -78,10 +81,11 @@ R_DISA = "9-disa-input"  # [7] authorizeCall sent without checking READSTATUS / 
 R_BILLED = "10-billed"  # [20] a callFinish answer other than Saved/Spooled not logged as NOT billed
 R_DIAL_STRING = "11-dial-string"  # [6] hard-coded trunk technology, CHANNEL(endpoint) off PJSIP
 R_NODES = "12-nodes"  # [5] no failover to the next callgate node, or the query logged
+R_CALLBACK = "13-callback"  # a createCallback leg that bypasses callgate-outbound, or is not joined to its hold
 
 ALL_RULES: frozenset[str] = frozenset(
     {R_SCRIPT, R_ARGS, R_VARIABLE, R_SCOPE, R_TARGET, R_HANDLER, R_FAIL_CLOSED, R_STALE, R_FAILOVER,
-     R_TALK, R_RING, R_DISA, R_BILLED, R_DIAL_STRING, R_NODES}
+     R_TALK, R_RING, R_DISA, R_BILLED, R_DIAL_STRING, R_NODES, R_CALLBACK}
 )  # fmt: skip
 
 
@@ -369,6 +373,35 @@ def check_contexts(plan: Dialplan, prior_var: str | None) -> set[Problem]:
     return problems
 
 
+def check_callback(plan: Dialplan) -> set[Problem]:
+    """[callgate-callback]: each leg of a callback is an ordinary outbound call. It tests
+    CG_LOGIN, sets CG_CALLBACK again on its own channel (the VarSet the channel registry
+    joins the legs by), and goes to callgate-outbound with its own number; it never dials,
+    nor asks callgate, itself (callPrepare's hold and the hangup handler's callFinish would
+    be skipped)."""
+    problems: set[Problem] = set()
+    extens = plan.contexts.get(CALLBACK, {})
+    for exten, number in CALLBACK_LEGS.items():
+        lines = extens.get(exten, [])
+        if not lines:
+            problems.add(Problem(R_CALLBACK, 0, f"[{CALLBACK}] has no extension {exten}"))
+            continue
+        first = lines[0].lineno
+        goto = [i for i, x in enumerate(lines) if x.app.lower() == "goto" and x.data == f"{OUTBOUND},{number},1"]
+        if not goto:
+            problems.add(Problem(R_CALLBACK, first, f"{exten} does not Goto({OUTBOUND},{number},1)"))
+            continue
+        before = lines[: goto[0]]
+        if not any(x.app.lower() == "gotoif" and '"${CG_LOGIN}" = ""' in x.data for x in before):
+            problems.add(Problem(R_CALLBACK, first, f"{exten} does not refuse an empty CG_LOGIN"))
+        if not any(x.app.lower() == "set" and x.data == "CG_CALLBACK=${CG_CALLBACK}" for x in before):
+            problems.add(Problem(R_CALLBACK, first, f"{exten} does not set CG_CALLBACK on its channel"))
+        for x in lines:
+            if x.app.lower() in ("dial", "agi") or (x.app.lower() == "gosub" and x.data.startswith(AGI_CONTEXT)):
+                problems.add(Problem(R_CALLBACK, x.lineno, f"{exten} dials or asks callgate itself"))
+    return problems
+
+
 def check(text: str) -> list[Problem]:
     plan = parse(text)
     problems: set[Problem] = set()
@@ -391,4 +424,5 @@ def check(text: str) -> list[Problem]:
     if not any(line.context == OUTBOUND and state.redialing for line, state in walk.prepare_visits):
         problems.add(Problem(R_FAILOVER, 0, "no path re-runs callPrepare after a failed Dial"))
     problems |= check_contexts(plan, prior_var)
+    problems |= check_callback(plan)
     return sorted(problems, key=lambda p: (p.lineno, p.rule, p.message))

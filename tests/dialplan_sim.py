@@ -17,7 +17,7 @@ Time is a simulated clock; nothing sleeps.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -77,6 +77,9 @@ class DialplanSim:
         self.frames: list[dict[str, str | None]] = []  # LOCAL() saves per Gosub
         self.dead = False
         self.run = Run()
+        # runs when a Dial is answered, before the talk time passes (a callback's leg 2
+        # starts there, while leg 1 is up and holding)
+        self.on_answer: Callable[[], Awaitable[None]] | None = None
 
     # -- variables and functions ---------------------------------------------------------
     def get(self, name: str) -> str:
@@ -330,6 +333,8 @@ class DialplanSim:
             await self._gosub(gosub.group(1), "s", "1", gosub.group(2).split("^") if gosub.group(2) else [])
         if self.answered_at is None:
             self.answered_at = self.now  # Dial answers the caller when the callee answers
+        if self.on_answer is not None:
+            await self.on_answer()
         limit_ms = re.search(r"L\((\d+)", options)
         talk = min(outcome.talk_s, int(limit_ms.group(1)) / 1000) if limit_ms else outcome.talk_s
         self.now += talk

@@ -31,6 +31,7 @@ async def make_key(
 ) -> str:
     key = await add_key(
         services.db,
+        services.box,
         name=name,
         access_level=level,
         source=source,

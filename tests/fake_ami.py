@@ -86,6 +86,15 @@ class FakeAmi:
         self.channels: dict[str, Message] = {}
         self.created: dict[str, float] = {}
         self.actions: list[Message] = []  # every action received, in order
+        self.action_lines: list[list[tuple[str, str]]] = []  # the same, every header (repeated ones too)
+        # Originate (Async): answered "successfully queued", then an OriginateResponse with
+        # this (Response, Reason) after originate_delay_s; originate_error: refused at once
+        self.originate_result: tuple[str, str] = ("Success", "4")
+        self.originate_delay_s = 0.0
+        self.originate_error = ""
+        self.originates = 0
+        self.reloads: list[str] = []  # the Module of every Reload action
+        self.reload_error = ""  # e.g. "No such module.": Reload answered Error
         self.connections = 0
         self.logins = 0
         self.closed_by_client = 0
@@ -245,10 +254,13 @@ class Session(asyncio.Protocol):
         while _END in self._buffer:
             block, self._buffer = self._buffer.split(_END, 1)
             fields: Message = {}
+            lines: list[tuple[str, str]] = []
             for line in block.decode("utf8", "replace").split("\r\n"):
                 key, _, value = line.partition(":")
                 fields.setdefault(key.strip(), value.strip())
+                lines.append((key.strip(), value.strip()))
             self.fake.actions.append(fields)
+            self.fake.action_lines.append(lines)
             self._received(fields)
 
     def _received(self, action: Message) -> None:
@@ -290,6 +302,14 @@ class Session(asyncio.Protocol):
             self._command(action)
         elif name == "hangup":
             self._hangup(action)
+        elif name == "originate":
+            self._originate(action)
+        elif name == "reload":
+            if self.fake.reload_error:
+                self.reply(action, "Error", ("Message", self.fake.reload_error))
+                return
+            self.fake.reloads.append(action.get("Module", ""))
+            self.reply(action, "Success", ("Message", "Module Reloaded."))
         elif name in fake.custom:
             fake.custom[name](self, action)
         elif name == "logoff":
@@ -316,3 +336,25 @@ class Session(asyncio.Protocol):
         self.reply(action, "Success", ("Message", "Channel Hungup"))
         channel = fake.channels[uid]
         fake.emit(hangup(uid, channel["Channel"], linkedid=channel["Linkedid"]))
+
+    def _originate(self, action: Message) -> None:
+        """manager.c's action_originate with Async: queued at once; the verdict on the first
+        channel (answered, busy, ...) later, as an OriginateResponse event with the ActionID."""
+        fake = self.fake
+        fake.originates += 1
+        if fake.originate_error:
+            self.reply(action, "Error", ("Message", fake.originate_error))
+            return
+        self.reply(action, "Success", ("Message", "Originate successfully queued"))
+        response, reason = fake.originate_result
+        event = encode([
+            ("Event", "OriginateResponse"), ("Privilege", "call,all"), ("ActionID", action.get("ActionID", "")),
+            ("Response", response), ("Channel", action.get("Channel", "")), ("Context", action.get("Context", "")),
+            ("Exten", action.get("Exten", "")), ("Application", ""), ("Data", ""), ("Reason", reason),
+            ("Uniqueid", "1795417000.10" if response == "Success" else "<null>"),
+            ("CallerIDNum", action.get("CallerID", "") or "<unknown>"), ("CallerIDName", "<unknown>"),
+        ])  # fmt: skip
+        if fake.originate_delay_s:
+            fake.later(fake.originate_delay_s, lambda: self.write(event))
+        else:
+            self.write(event)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 import re
 import socket
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -109,3 +112,24 @@ def test_serve_on_a_port_in_use_says_so_in_one_line(
         assert main(["serve"]) == 2
     err = capsys.readouterr().err
     assert err == f"error: cannot listen on {HOST}:{port}: address already in use (is another callgate serving?)\n"
+
+
+def test_keys_seal_gives_an_old_key_its_ciphertext(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["migrate"]) == 0
+    assert main(["keys", "add", "partner", "--level", "50", "--source", "127.0.0.1"]) == 0
+    match = KEY_AT_END.search(capsys.readouterr().out.strip().splitlines()[-1])
+    assert match
+    key = match.group(1)
+    with sqlite3.connect(workdir / "cli.db") as db:  # as a key made before migration 0018 is
+        db.execute("UPDATE api_keys SET key_enc = NULL")
+    auth = hashlib.md5(f"{key}127.0.0.1partner".encode()).hexdigest()
+    assert _call("authorizeRealm", key, source="127.0.0.1", auth=auth) is False
+    monkeypatch.setattr("sys.stdin", io.StringIO("0000000000000000ffffffffffffffff\n"))
+    assert main(["keys", "seal"]) == 1
+    monkeypatch.setattr("sys.stdin", io.StringIO(key + "\n"))
+    assert main(["keys", "seal"]) == 0
+    assert "key partner sealed" in capsys.readouterr().out
+    assert _call("authorizeRealm", key, source="127.0.0.1", auth=auth) is True
+    assert key.encode() not in (workdir / "cli.db").read_bytes()  # kept encrypted, never in clear

@@ -22,6 +22,7 @@ from tests.dialplan_check import (
     OUTBOUND,
     R_ARGS,
     R_BILLED,
+    R_CALLBACK,
     R_DIAL_STRING,
     R_DISA,
     R_FAIL_CLOSED,
@@ -255,6 +256,17 @@ MUTATIONS: list[tuple[str, Callable[[str], str], str]] = [
     ("one node only", _drop_line("LOCAL(CG_NODE_URL)=${CALLGATE_AGI${CG_TRY}}"), R_NODES),
     ("node loop does not stop at an answer", _drop_line('"${CALLGATE_RESULT}" != ""]?done'), R_NODES),
     ("node failure logs the query (a DISA PIN)", _replace("to ${CUT(ARG1,?,1)}", "to ${ARG1}"), R_NODES),
+    # (13) createCallback's legs go through callgate-outbound
+    ("callback leg 1 dials by itself",
+     _replace(" same => n,Goto(callgate-outbound,${EXTEN},1)\n same => n(refuse),Congestion(5)",
+              " same => n,Dial(PJSIP/${EXTEN})\n same => n(refuse),Congestion(5)"), R_CALLBACK),
+    ("callback leg 2 dials leg 1's number",
+     _replace("Goto(callgate-outbound,${CG_CALLBACK_DEST2},1)", "Goto(callgate-outbound,${EXTEN},1)"), R_CALLBACK),
+    ("callback leg 2 not joined to its call",
+     _replace(" same => n,Set(CG_CALLBACK=${CG_CALLBACK})\n same => n,Set(CG_CALLBACK_LEG=2)",
+              " same => n,Set(CG_CALLBACK_LEG=2)"), R_CALLBACK),
+    ("callback without a login", _replace('GotoIf($["${CG_LOGIN}" = ""]?refuse)', "NoOp()"), R_CALLBACK),
+    ("callback context gone", _replace("[callgate-callback]", "[callgate-callback-old]"), R_CALLBACK),
 ]  # fmt: skip
 
 

@@ -15,8 +15,9 @@ variables) is kept.
 How a channel joins its callgate call: a hold is keyed by call_uid = the `agi_uniqueid` of
 the channel that asked callPrepare (billing_core.calls.control), i.e. that channel's
 Asterisk `Uniqueid`. Every channel of one call shares that channel's `Linkedid`. So the
-call of a channel is the channel of its linkedid on which callPrepare was answered
-`Allowed` (its `VarSet CALLGATE_RESULT`); after a reconnect, before any such event, the
+holds of a call are those of the channels of its linkedid on which callPrepare was answered
+`Allowed` (their `VarSet CALLGATE_RESULT`: one for a call, two for a callback, whose legs
+share the originated channel's linkedid and also carry `CG_CALLBACK`); after a reconnect, before any such event, the
 candidates are the uniqueids of the linkedid's channels (AmiService.live_calls joins them to
 the holds in the database).
 
@@ -40,6 +41,7 @@ STATE_UP = 6  # ChannelState of an answered channel (ChannelStateDesc "Up")
 VARIABLE_PREFIXES = ("CALLGATE_", "CG_")
 RESULT_VARIABLE = "CALLGATE_RESULT"  # fastagi.contract.VAR_RESULT
 RESULT_ALLOWED = "Allowed"  # fastagi.contract.RESULT_ALLOWED
+CALLBACK_VARIABLE = "CG_CALLBACK"  # a createCallback's id, on both legs (dialplan [callgate-callback])
 CDR_FIELDS = (
     "Source", "Destination", "DestinationChannel", "LastApplication", "StartTime", "AnswerTime", "EndTime",
     "Duration", "BillableSeconds", "Disposition", "UniqueID",
@@ -78,7 +80,11 @@ class Call:
 
     linkedid: str
     channels: tuple[Channel, ...]
-    call_uid: str | None  # the held channel's uniqueid, if an event said so
+    held: tuple[str, ...] = ()  # the held channels' uniqueids, if events said so (a callback has two)
+
+    @property
+    def call_uid(self) -> str | None:
+        return self.held[0] if self.held else None
 
     @property
     def since(self) -> float:
@@ -86,7 +92,12 @@ class Call:
 
     @property
     def candidates(self) -> tuple[str, ...]:
-        return (self.call_uid,) if self.call_uid else tuple(c.uniqueid for c in self.channels)
+        return self.held if self.held else tuple(c.uniqueid for c in self.channels)
+
+    @property
+    def callback(self) -> str | None:
+        """The createCallback id its channels carry (`CG_CALLBACK`), if it is a callback."""
+        return next((c.variables[CALLBACK_VARIABLE] for c in self.channels if c.variables.get(CALLBACK_VARIABLE)), None)
 
 
 class ChannelRegistry:
@@ -137,8 +148,7 @@ class ChannelRegistry:
         out = []
         for linkedid, uids in self._linked.items():
             members = tuple(sorted((self._live[u] for u in uids), key=lambda c: (c.created_at, c.uniqueid)))
-            held = next((c.uniqueid for c in members if c.held), None)
-            out.append(Call(linkedid, members, held))
+            out.append(Call(linkedid, members, tuple(c.uniqueid for c in members if c.held)))
         return sorted(out, key=lambda call: (call.since, call.linkedid))
 
     # --- events ------------------------------------------------------------------------

@@ -59,6 +59,7 @@ class LiveCall:
     since: float
     channels: tuple[Channel, ...]
     holds: tuple[CallHold, ...]
+    callback: str | None = None  # the createCallback id (CG_CALLBACK) of a callback's two legs
 
     @property
     def call_uid(self) -> str | None:
@@ -182,7 +183,7 @@ class AmiService:
         out = []
         for name, call in calls:
             found = tuple(h for uid in call.candidates for h in holds.get(uid, ()))
-            out.append(LiveCall(name, call.linkedid, call.since, call.channels, found))
+            out.append(LiveCall(name, call.linkedid, call.since, call.channels, found, call.callback))
         return out
 
     async def _holds(self, call_uids: set[str]) -> dict[str, list[CallHold]]:

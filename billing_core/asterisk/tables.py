@@ -10,7 +10,7 @@ Asterisk.
 
 from __future__ import annotations
 
-from sqlalchemy import CheckConstraint, Column, DateTime, ForeignKey, Integer, String, Table, Text
+from sqlalchemy import CheckConstraint, Column, DateTime, ForeignKey, Integer, String, Table, Text, UniqueConstraint
 
 from billing_core.db.schema import metadata
 
@@ -39,4 +39,26 @@ asterisk_sip_servers = Table(
     Column(
         "server_id", Integer, ForeignKey("asterisk_servers.id", ondelete="CASCADE"), nullable=False, index=True
     ),
+)
+
+# Versions of the files callgate deploys to a server (updateDialplan, updateInterface): every
+# version is kept (restoreDialplan goes back to the one before); `active` marks the one
+# `callgate dialplan export` gives the server. Nothing is deleted.
+asterisk_files = Table(
+    "asterisk_files",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("server_id", Integer, ForeignKey("asterisk_servers.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),  # dialplan | interface
+    Column("seq", Integer, nullable=False),  # 1, 2, ... per (server, kind)
+    Column("version", String(32), nullable=False),  # what the answer says: 0003R20261202_170955
+    Column("url", String(1024), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("active", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("activated_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("server_id", "kind", "seq"),
+    CheckConstraint("kind IN ('dialplan', 'interface')", name="file_kind"),
+    CheckConstraint("active IN (0, 1)", name="active_flag"),
 )

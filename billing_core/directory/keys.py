@@ -1,4 +1,6 @@
-"""API keys: creation, listing, change and revocation (the key itself is shown once, stored hashed).
+"""API keys: creation, listing, change and revocation (the key itself is shown once, stored
+hashed, and also encrypted for authorizeRealm, whose MD5 is computed over the key itself:
+realm_key_matches).
 
 A revoked key (revokeKey) keeps its row and its hash, so the same secret can never be
 added again, and is hidden from getKey/getKeys; it answers like an unknown key.
@@ -13,6 +15,8 @@ draws again in the (vanishingly rare) case that one would not.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 from collections import Counter
 from datetime import UTC, datetime
@@ -21,8 +25,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from billing_core.auth.ipmask import parse_masks, valid_mask
-from billing_core.auth.secrets_store import api_key_hash, new_api_key
+from billing_core.auth.ipmask import ip_allowed, parse_masks, valid_mask
+from billing_core.auth.secrets_store import SecretBox, api_key_hash, new_api_key
 from billing_core.clock import utcnow
 from billing_core.db.engine import Database
 from billing_core.directory.tables import api_keys
@@ -76,6 +80,7 @@ def generate_key() -> str:
 
 async def add_key(
     db: Database,
+    box: SecretBox,
     *,
     name: str,
     access_level: int,
@@ -101,6 +106,7 @@ async def add_key(
             api_keys.insert().values(
                 name=name,
                 key_hash=api_key_hash(key),
+                key_enc=box.encrypt(key),
                 key_hint=key[:4],
                 auth_by=auth_by,
                 source=stored_source,
@@ -160,9 +166,12 @@ async def named_key(conn: AsyncConnection, name: str, *, owner: str | None) -> A
     return rows[0]
 
 
-async def update_key(db: Database, name: str, *, owner: str | None, values: dict[str, Any]) -> None:
+async def update_key(
+    db: Database, box: SecretBox, name: str, *, owner: str | None, values: dict[str, Any]
+) -> None:
     """Change the named key's columns (checked by the caller of this); a new `apikey`
-    replaces the secret (stored hashed; the old one stops working)."""
+    replaces the secret (stored hashed, and encrypted for authorizeRealm; the old one stops
+    working)."""
     secret = values.pop("apikey", None)
     async with db.begin() as conn:
         row = await named_key(conn, name, owner=owner)
@@ -171,7 +180,7 @@ async def update_key(db: Database, name: str, *, owner: str | None, values: dict
             taken = await conn.execute(select(api_keys.c.id).where(api_keys.c.key_hash == api_key_hash(secret)))
             if taken.first() is not None:
                 raise ApiError(ErrorCode.E_DATA_ABORT, "this key already exists")
-            values |= {"key_hash": api_key_hash(secret), "key_hint": secret[:4]}
+            values |= {"key_hash": api_key_hash(secret), "key_hint": secret[:4], "key_enc": box.encrypt(secret)}
         await conn.execute(update(api_keys).where(api_keys.c.id == row.id).values(**values))
 
 
@@ -207,3 +216,37 @@ def key_json(row: Any) -> dict[str, Any]:
         "maintenance": "",
     }
 
+
+async def seal_key(db: Database, box: SecretBox, key: str) -> str | None:
+    """Give a key made before keys were kept encrypted its ciphertext: the key is checked
+    against its stored hash (so only its holder can do it). The key's name, or None when no
+    key has this hash."""
+    async with db.begin() as conn:
+        row = (await conn.execute(select(api_keys.c.id, api_keys.c.name).where(
+            api_keys.c.key_hash == api_key_hash(key)))).first()  # fmt: skip
+        if row is None:
+            return None
+        await conn.execute(api_keys.update().where(api_keys.c.id == row.id).values(key_enc=box.encrypt(key)))
+    return str(row.name)
+
+
+def realm_auth(key: str, source: str, name: str) -> str:
+    """authorizeRealm's `auth`: MD5 of "${API-key}${Asterisk IP-address}${API-key name}"."""
+    return hashlib.md5(f"{key}{source}{name}".encode()).hexdigest()
+
+
+async def realm_key_matches(db: Database, box: SecretBox, source: str, auth: str) -> str | None:
+    """The name of the enabled key whose MD5 with `source` is `auth` and whose allowed
+    addresses admit `source`, or None. Keys without ciphertext (made before migration
+    0018 and not sealed) never match."""
+    query = select(api_keys.c.name, api_keys.c.key_enc, api_keys.c.source).where(
+        api_keys.c.enabled == 1, api_keys.c.key_enc.is_not(None)
+    )
+    async with db.begin() as conn:
+        rows = (await conn.execute(query.order_by(api_keys.c.id))).all()
+    wanted = auth.strip().lower()
+    for row in rows:
+        key = box.decrypt(row.key_enc)
+        if key and hmac.compare_digest(realm_auth(key, source, row.name), wanted) and ip_allowed(source, row.source):
+            return str(row.name)
+    return None

@@ -92,6 +92,9 @@ api_keys = Table(
     Column("id", Integer, primary_key=True),
     Column("name", String(64), nullable=False),
     Column("key_hash", String(64), nullable=False, unique=True),  # sha256 hex of the key
+    # the key Fernet-encrypted, for authorizeRealm's MD5 (which needs the key itself); NULL for
+    # a key made before migration 0018 until `callgate keys seal` gives it (docs/decisions.md)
+    Column("key_enc", Text, nullable=True),
     Column("key_hint", String(8), nullable=False),  # first characters, for listings
     Column("auth_by", String(32), nullable=False, server_default="username"),
     Column("source", String(512), nullable=False),  # comma-separated IP masks

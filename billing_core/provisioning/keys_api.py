@@ -92,6 +92,7 @@ async def add_key(ctx: CallContext[LedgerContext], p: AddKeyParams) -> bool:
     await _check_new_key(ctx, caller, p)
     await keys_svc.add_key(
         ctx.services.db,
+        ctx.services.box,
         name=p.name,
         access_level=p.accessLevel,
         source=p.source,
@@ -157,7 +158,7 @@ async def update_key(ctx: CallContext[LedgerContext], p: UpdateKeyParams) -> boo
         async with ctx.services.db.begin() as conn:
             current = await keys_svc.named_key(conn, p.name, owner=owner)
         await _check_default_user(ctx, caller, values.get("auth_by", current.auth_by), values["default_user"])
-    await keys_svc.update_key(ctx.services.db, p.name, owner=owner, values=values)
+    await keys_svc.update_key(ctx.services.db, ctx.services.box, p.name, owner=owner, values=values)
     await ctx.services.cache.invalidate_everywhere(NS_PROFILES)
     return True
 

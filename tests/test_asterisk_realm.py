@@ -110,3 +110,18 @@ async def test_an_upgrade_from_0011_keeps_the_keys(scratch_url: str, services: S
         assert await realm_key_matches(db, box, PBX, auth) == "old-realm"
     finally:
         await db.engine.dispose()
+
+
+async def test_a_key_given_a_new_secret_by_update_key_is_a_realm_with_it(
+    services: Services, dispatcher: Dispatcher
+) -> None:
+    asterisk = await make_key(services, level=50, name="main-pbx")
+    admin = await make_key(services, level=95, name="portal")
+    old = await make_key(services, level=0, source="10.0.0.*", name="partner-realm")
+    new = "Nw" + "7kQ2xZ9mR4tB8vL1pH6sD3fJ5gC0yW" * 2
+    changed = await dispatcher.call(
+        "updateKey", {"login": "admin", "name": "partner-realm", "apikey": new}, credentials(admin, None)
+    )
+    assert changed.error is None, changed.error
+    assert (await _realm(dispatcher, asterisk, PBX, md5(f"{new}{PBX}partner-realm"))).value is True
+    assert (await _realm(dispatcher, asterisk, PBX, md5(f"{old}{PBX}partner-realm"))).value is False

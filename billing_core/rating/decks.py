@@ -18,6 +18,7 @@ bulk_load). The caller MUST invalidate NS_RATING afterwards.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -42,7 +43,8 @@ from billing_core.rating.bulk_load import (
     read_csv,
     ticking,
 )
-from billing_core.rating.direction_import import DIGITS, code_field, duplicates, name_field
+from billing_core.rating.direction_import import DIGITS, MAX_NAME_LEN, code_field, duplicates, name_field
+from billing_core.rating.directions import MAX_NUMBER_LEN
 from billing_core.rating.tables import routes, tariffs
 
 log = structlog.get_logger(__name__)
@@ -105,28 +107,49 @@ def _priority(value: str) -> int:
     return int(text)
 
 
+_COST = re.compile(r"([0-9]{1,6})(?:\.([0-9]{1,4}))?")  # below checks.MONEY_CEILING, at most 4 places
+_PRIORITIES = frozenset({"", *(str(n) for n in range(1, MAX_PRIORITY + 1))})
+
+
+def _scaled(cost: str) -> int:
+    """SQLite keeps money in 1/10000 units (billing_core.db.money_type)."""
+    whole, _, fraction = cost.partition(".")
+    return int(whole) * MONEY_SCALE + int(fraction.ljust(4, "0"))
+
+
 def _checked(
     rows: Iterable[tuple[int, list[str]]], route_ids: Mapping[str, int], owner: str, scaled: bool, bad: Rejections
 ) -> Iterator[tuple[object, ...]]:
-    """The staging rows of the good lines; each bad one goes to `bad` with its reason."""
+    """The staging rows of the good lines; each bad one goes to `bad` with its reason.
+
+    A plain row (no blanks to strip, ASCII digits) takes the fast test; anything else the
+    field-by-field one, which also says what is wrong."""
     width = len(DECK_HEADER)
     for line, fields in rows:
+        if len(fields) == width:
+            code, name, cost, route, priority = fields
+            if (
+                code.isdigit() and code.isascii() and len(code) <= MAX_NUMBER_LEN
+                and 0 < len(name) <= MAX_NAME_LEN and name.isprintable() and name == name.strip()
+                and _COST.fullmatch(cost) and route in route_ids and priority in _PRIORITIES
+            ):  # fmt: skip
+                yield line, code, name, _scaled(cost) if scaled else cost, route_ids[route], int(priority or 1)
+                continue
         code = (fields[0] if fields else "").strip()
         try:
             if len(fields) != width:
                 raise ValueError(f"{len(fields)} fields, expected {width} ({','.join(DECK_HEADER)})")
             code = code_field(fields[0])
             name = name_field(fields[1])
-            cost = _cost(fields[2])
+            exact = str(_cost(fields[2]))
             route = fields[3].strip()
             if route not in route_ids:
                 raise ValueError(f"no route {route!r} of {owner}" if route else "route is empty")
-            priority = _priority(fields[4])
+            prior = _priority(fields[4])
         except ValueError as exc:
             bad.add(line, code, str(exc))
             continue
-        stored = int(cost * MONEY_SCALE) if scaled else cost  # SQLite keeps money in 1/10000 units
-        yield line, code, name, stored, route_ids[route], priority
+        yield line, code, name, _scaled(exact) if scaled else exact, route_ids[route], prior
 
 
 async def _owner_rows(db: Database, tariff: str, owner: str) -> tuple[int, dict[str, int]]:
@@ -141,18 +164,24 @@ async def _owner_rows(db: Database, tariff: str, owner: str) -> tuple[int, dict[
 
 
 async def _merge(bulk: Bulk, tariff_id: int, report: DeckReport) -> None:
+    # a code new to the directions, with the name of its first line
+    if bulk.is_sqlite:
+        firsts = f"SELECT min(line) FROM {_STAGE} GROUP BY code"
+        first = f"SELECT s.code, s.direction FROM {_STAGE} AS s WHERE s.line IN ({firsts})"
+    else:
+        first = f"SELECT DISTINCT ON (code) code, direction FROM {_STAGE} ORDER BY code, line"
     report.directions_added = await bulk.run(
-        f"INSERT INTO directions (code, direction) SELECT s.code, s.direction FROM {_STAGE} AS s "
-        f"WHERE s.line IN (SELECT min(line) FROM {_STAGE} GROUP BY code) "
-        f"AND NOT EXISTS (SELECT 1 FROM directions AS d WHERE d.code = s.code)"
+        f"INSERT INTO directions (code, direction) SELECT f.code, f.direction FROM ({first}) AS f "
+        f"WHERE NOT EXISTS (SELECT 1 FROM directions AS d WHERE d.code = f.code) ORDER BY f.code"
     )
+    cost = "s.cost" if bulk.is_sqlite else "CAST(s.cost AS NUMERIC(18, 4))"
     if bulk.is_sqlite:
         await bulk.run(f"DROP TABLE IF EXISTS temp.{_ENTRIES}")
         create = f"CREATE TEMP TABLE {_ENTRIES} AS"
     else:
         create = f"CREATE TEMP TABLE {_ENTRIES} ON COMMIT DROP AS"
     await bulk.run(
-        f"{create} SELECT d.id AS direction_id, s.priority, s.cost, s.route_id "
+        f"{create} SELECT d.id AS direction_id, s.priority, {cost} AS cost, s.route_id "
         f"FROM {_STAGE} AS s JOIN directions AS d ON d.code = s.code"
     )
     if bulk.is_sqlite:
@@ -175,7 +204,8 @@ async def _merge(bulk: Bulk, tariff_id: int, report: DeckReport) -> None:
         f"INSERT INTO tariff_entries (tariff_id, direction_id, cost, route_id, priority) "
         f"SELECT CAST($1 AS INTEGER), n.direction_id, n.cost, n.route_id, n.priority FROM {_ENTRIES} AS n "
         f"WHERE NOT EXISTS (SELECT 1 FROM tariff_entries AS t WHERE t.tariff_id = $1 "
-        f"AND t.direction_id = n.direction_id AND t.priority = n.priority)",
+        f"AND t.direction_id = n.direction_id AND t.priority = n.priority) "
+        f"ORDER BY n.direction_id, n.priority",  # in index order: the unique index grows at its end
         tariff_id,
     )
     report.unchanged = report.rows - report.updated - report.inserted
@@ -187,7 +217,7 @@ async def _load(
     tariff_id, route_ids = await _owner_rows(db, tariff, owner)
     report = DeckReport(tariff, tariff_id)
     bad = Rejections()
-    money = "INTEGER" if db.is_sqlite else "NUMERIC(18,4)"
+    money = "INTEGER" if db.is_sqlite else "TEXT"  # PostgreSQL: checked text, cast by the merge
     columns = [("line", "INTEGER"), ("code", "VARCHAR(32)"), ("direction", "VARCHAR(128)"), ("cost", money),
                ("route_id", "INTEGER"), ("priority", "INTEGER")]  # fmt: skip
     try:

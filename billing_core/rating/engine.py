@@ -35,10 +35,10 @@ from billing_core.cache.readthrough import ReadThroughCache
 from billing_core.db.engine import Database
 from billing_core.errors import ApiError, ErrorCode
 from billing_core.money import ZERO
+from billing_core.rating import directions as direction_rules
 from billing_core.rating.arithmetic import billed_seconds, call_cost, max_call_time, reserve_amount
 from billing_core.rating.directions import (
     DIRECTIONS_KEY,
-    INDEX_MAX,
     META_KEY,
     Direction,
     direction_index,
@@ -304,7 +304,8 @@ class RatingEngine:
                 if t is None:
                     return None
                 entries = None
-                if gens is not None and int((await conn.execute(count)).scalar_one()) <= INDEX_MAX:
+                small = int((await conn.execute(count)).scalar_one()) <= direction_rules.INDEX_MAX
+                if gens is not None and small:
                     entries = [_entry_json(r) for r in (await conn.execute(_entries_query(tariff_id))).all()]
             header = {
                 "id": t.id, "name": t.name, "bill_type": t.bill_type, "is_option": bool(t.is_option),

@@ -6,7 +6,8 @@
     callgate keys add NAME --level N --source MASK [--auth-by username|sip_extension|id]
                           [--default-user U] [--owner USER] [--allowed-methods m1,m2]
     callgate keys list | callgate keys seal   (seal: the key on stdin, made before migration 0018)
-    callgate directions import FILE.csv  (header code,direction,min_len,max_len)
+    callgate directions import FILE.csv  (header code,direction,min_len,max_len; callgate/import_cli.py)
+    callgate rates import FILE.csv --tariff NAME [--owner USER]  (header code,direction,cost,route,priority)
     callgate bans list | callgate bans remove IP
     callgate firewall export --server NAME  (an nftables script of that server's bans)
     callgate dialplan export --server NAME [--kind dialplan|interface]  (the active version, for #exec)
@@ -30,15 +31,15 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 from billing_core.bootstrap import bootstrap
-from billing_core.cache.keys import NAMESPACES, NS_RATING
+from billing_core.cache.keys import NAMESPACES
 from billing_core.calls.asterisk_cdr import AsteriskCdr
 from billing_core.config import Settings
 from billing_core.container import Services
 from billing_core.directory.keys import AUTH_METHODS, add_key, list_keys, seal_key
 from billing_core.errors import ApiError
 from billing_core.numbers.providers import StockFileError
-from billing_core.rating.directions import DirectionsFileError, import_directions, read_directions_csv
-from callgate import asterisk_cli, dids_cli
+from billing_core.rating.bulk_load import DeckFileError
+from callgate import asterisk_cli, dids_cli, import_cli
 from callgate.logging_setup import configure_logging
 
 
@@ -82,14 +83,6 @@ async def _keys_list(services: Services) -> int:
     for row in await list_keys(services.db):
         print(json.dumps(row, default=str))
     return 0
-
-
-async def _directions_import(services: Services, path: str) -> int:
-    rows = read_directions_csv(path)
-    report = await import_directions(services.db, rows)
-    await services.cache.invalidate(NS_RATING)
-    print(report.summary())
-    return 0 if report.ok else 1
 
 
 async def _bans(services: Services, args: argparse.Namespace) -> int:
@@ -141,11 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     keys.add_parser("list", help="list keys (without the keys themselves)")
     keys.add_parser("seal", help="keep a key made before migration 0018 encrypted too (the key on stdin)")
 
-    directions = sub.add_parser("directions", help="directions").add_subparsers(
-        dest="directions_command", required=True
-    )
-    imp = directions.add_parser("import", help="import directions from CSV")
-    imp.add_argument("file")
+    import_cli.add_parsers(sub)
 
     bans = sub.add_parser("bans", help="IP lock-outs").add_subparsers(dest="bans_command", required=True)
     bans.add_parser("list")
@@ -184,8 +173,8 @@ async def _agi(settings: Settings, args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings.from_env()
-    quiet_by_default = args.command in ("demo", "keys", "migrate", "directions", "bans", "agi", "reconcile", "asterisk",
-                                        "firewall", "dids", "maintenance", "dialplan")
+    quiet_by_default = args.command in ("demo", "keys", "migrate", "directions", "rates", "bans", "agi", "reconcile",
+                                        "asterisk", "firewall", "dids", "maintenance", "dialplan")
     # one-shot commands print what matters; their info-level logs would only bury it
     configure_logging("warning" if quiet_by_default and settings.log_level == "info" else settings.log_level)
     if args.command == "serve":
@@ -206,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ApiError as exc:
         print(f"error: {exc.code.value}: {exc.detail}", file=sys.stderr)
         return 2
-    except (OSError, ValueError, DirectionsFileError, StockFileError) as exc:
+    except (OSError, ValueError, DeckFileError, StockFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -249,7 +238,9 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
             return await _with_services(settings, _keys_seal)
         return await _with_services(settings, _keys_list)
     if args.command == "directions":
-        return await _with_services(settings, lambda s: _directions_import(s, args.file))
+        return await _with_services(settings, lambda s: import_cli.directions_import(s, args))
+    if args.command == "rates":
+        return await _with_services(settings, lambda s: import_cli.rates_import(s, args))
     if args.command == "bans":
         return await _with_services(settings, lambda s: _bans(s, args))
     if args.command == "agi":

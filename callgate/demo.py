@@ -16,7 +16,7 @@ from billing_core.auth.secrets_store import md5_hex
 from billing_core.cache.keys import NAMESPACES, NS_RATING
 from billing_core.container import Services
 from billing_core.directory.keys import add_key
-from billing_core.rating.directions import import_directions, read_directions_csv
+from billing_core.rating.direction_import import import_directions, read_directions_csv
 
 DEMO_CSV = Path(__file__).resolve().parent.parent / "billing_core" / "demo" / "directions.csv"
 LOCAL = "127.0.0.1"

@@ -36,7 +36,6 @@ from billing_core.container import Services
 from billing_core.directory.tables import sip_extensions
 from billing_core.http.app import start_http
 from billing_core.numbers.aliases import alias_index
-from billing_core.rating.directions import direction_index
 from billing_core.rating.tables import tariffs
 from billing_core.spool import Spool
 from fastagi.bridge import AGIBridge
@@ -76,12 +75,13 @@ async def _open_pool(services: Services) -> int:
 
 async def warm_caches(services: Services) -> tuple[int, int]:
     """What the first decisions read, loaded through the same cache paths they use: the
-    direction index, the bill types and currencies, every tariff's snapshot, the server
-    keys and their owners, the ban list, the aliases, and the extension + user profiles of
+    direction count and lengths (and every direction while they are few), the bill types
+    and currencies, every tariff (with its entries while they are few), the server keys
+    and their owners, the ban list, the aliases, and the extension + user profiles of
     the first CALLGATE_WARM_PROFILES extensions."""
     gens = await services.cache.generations()
     rating, profiles = services.rating, services.profiles
-    await direction_index(services.db, services.cache, gens)
+    await services.rating.resolve_direction(gens, "")  # the direction count, and all of them when few
     await rating.bill_type(gens, "")  # the catalogue (bill types, currencies)
     async with services.db.begin() as conn:
         tariff_ids = (await conn.execute(select(tariffs.c.id).order_by(tariffs.c.id).limit(WARM_TARIFFS_MAX))).scalars()

@@ -24,7 +24,7 @@ from billing_core.auth.secrets_store import md5_hex
 from billing_core.cache.keys import NAMESPACES
 from billing_core.container import Services
 from billing_core.directory.tables import users
-from billing_core.rating.directions import import_directions
+from billing_core.rating.direction_import import import_directions
 from billing_core.rating.tables import bill_types, directions, routes, tariff_entries, tariffs
 from tests.factories import make_key, make_user
 from tests.http_support import Api, Reply, serve

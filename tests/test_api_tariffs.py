@@ -14,7 +14,7 @@ from billing_core.auth.secrets_store import md5_hex
 from billing_core.cache.keys import NAMESPACES, NS_RATING
 from billing_core.container import Services
 from billing_core.errors import ErrorCode
-from billing_core.rating.directions import import_directions
+from billing_core.rating.direction_import import import_directions
 from billing_core.rating.tables import bill_types, currencies, directions, routes, tariff_entries, tariffs
 from tests.factories import make_key, make_user
 from tests.test_api_routes import World, add_route, build_world

@@ -11,15 +11,8 @@ from billing_core.api.dispatch import Credentials, Dispatcher
 from billing_core.cache.keys import NS_RATING
 from billing_core.container import Services
 from billing_core.errors import ApiError, ErrorCode
-from billing_core.rating.directions import (
-    Direction,
-    DirectionIndex,
-    DirectionsFileError,
-    import_directions,
-    longest_prefix,
-    normalize_number,
-    read_directions_csv,
-)
+from billing_core.rating.direction_import import DirectionsFileError, import_directions, read_directions_csv
+from billing_core.rating.directions import Direction, DirectionIndex, longest_prefix, normalize_number
 from billing_core.rating.tables import directions
 from tests.factories import make_key
 

@@ -1,29 +1,36 @@
-"""Directions (number prefixes): lookup rule, cached index, and the CSV loader.
+"""Directions (number prefixes): the lookup rule and how a number finds its direction.
 
 The spec has no API method that creates directions; they come from a CSV file
-(`callgate directions import FILE.csv`, header `code,direction,min_len,max_len`).
+(`callgate directions import FILE.csv`, header `code,direction,min_len,max_len`, see
+billing_core.rating.direction_import) or from a rate deck (billing_core.rating.decks).
 
 The matching rule is written once here (`longest_prefix`, `DirectionIndex.resolve`; both
-probe through `_probe`), and the API's resolveDirection and the rating engine read the
-same cached `DirectionIndex`, so they agree on which direction a number is in:
+probe through `_probe`), and the API's resolveDirection and the rating engine both ask
+`resolve_number`, so they agree on which direction a number is in:
 among the directions whose code is a prefix of the number AND whose
 min_len ≤ len(number) ≤ max_len, the one with the longest code wins. A longer code
 whose length range does not admit the number therefore falls back to a shorter one
 (e.g. a 10-digit number under "7901" [11..11] still matches "7" [10..11]).
+
+`resolve_number` first reads the count and distinct code lengths (one small cached
+entry). Up to INDEX_MAX directions it answers from the whole table kept in memory (the
+cached `DirectionIndex`, warmed at start). A larger table (a carrier's deck holds millions
+of codes) is never loaded whole: the directions whose code is one of the number's prefixes
+of those lengths are read (`code IN (...)`, a handful of rows through the unique index on
+code), and the answer is cached per (the number's first L digits, its length), L the
+longest code length: all that the answer depends on. So a decision costs the same with
+ten directions as with a million (docs/performance.md, "Rate decks").
 """
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import structlog
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, select
 
 from billing_core.cache.keys import NS_RATING
 from billing_core.cache.readthrough import ReadThroughCache
@@ -35,16 +42,14 @@ log = structlog.get_logger(__name__)
 
 Generations = dict[str, int] | None
 
-CSV_HEADER: tuple[str, ...] = ("code", "direction", "min_len", "max_len")
 MAX_NUMBER_LEN = 32  # directions.code is String(32); E.164 itself stops at 15
-MAX_NAME_LEN = 128  # directions.direction is String(128)
-LINE_KEY = "_line"  # set by read_directions_csv: the row's line in the file
-EXTRA_KEY = "_extra"  # set by read_directions_csv: how many fields the row had beyond the header
-DIRECTIONS_KEY = "directions"  # the cache entry (NS_RATING) of the direction table
+DIRECTIONS_KEY = "directions"  # the cache entry (NS_RATING) of the whole direction table (getDirections)
+META_KEY = "direction_meta"  # the cache entry (NS_RATING) of the count and distinct code lengths
+# Up to this many directions every process keeps them all in memory (a dict by code, a few
+# MB); beyond, a number's direction is read by its prefixes and cached per number prefix.
+INDEX_MAX = 20_000
 
-_DIGITS = re.compile(r"[0-9]+")
 _NUMBER = re.compile(r"\+?([0-9]{1,32})")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class DirectionLike(Protocol):
@@ -165,6 +170,10 @@ def _prefixes(number: str) -> list[str]:
     return [number[:n] for n in range(1, len(number) + 1)]
 
 
+def _row(d: Any) -> list[Any]:
+    return [d.id, d.code, d.direction, d.min_len, d.max_len]
+
+
 async def load_directions(db: Database, *, prefixes_of: str | None = None) -> list[list[Any]]:
     """Direction rows for `DirectionIndex.from_rows`: every direction, or with
     `prefixes_of` only those whose code is a prefix of that number."""
@@ -174,12 +183,12 @@ async def load_directions(db: Database, *, prefixes_of: str | None = None) -> li
         query = query.where(directions.c.code.in_(_prefixes(prefixes_of)))
     async with db.begin() as conn:
         rows = (await conn.execute(query)).all()
-    return [list(row) for row in rows]
+    return [_row(row) for row in rows]
 
 
 async def direction_index(db: Database, cache: ReadThroughCache, gens: Generations) -> DirectionIndex:
-    """All directions, read through the cache (NS_RATING): the one snapshot the API and the
-    rating engine share."""
+    """All directions, read through the cache (NS_RATING): getDirections' answer. The call
+    path never reads it (`resolve_number`)."""
     index = await cache.lookup(
         gens,
         NS_RATING,
@@ -191,174 +200,91 @@ async def direction_index(db: Database, cache: ReadThroughCache, gens: Generatio
     return index if index is not None else DirectionIndex.build(())
 
 
+@dataclass(frozen=True, slots=True)
+class DirectionMeta:
+    """How many directions there are, and their distinct code lengths, longest first."""
+
+    count: int
+    lengths: tuple[int, ...]
+
+    @property
+    def small(self) -> bool:
+        """Small enough to keep every direction in each process's memory."""
+        return self.count <= INDEX_MAX
+
+    def to_json(self) -> list[Any]:
+        return [self.count, list(self.lengths)]
+
+    @classmethod
+    def from_json(cls, data: Sequence[Any]) -> DirectionMeta:
+        return cls(int(data[0]), tuple(int(n) for n in data[1]))
+
+
+async def direction_meta(db: Database, cache: ReadThroughCache, gens: Generations) -> DirectionMeta:
+    """The count and code lengths of the direction table (one small cached entry, NS_RATING)."""
+
+    async def load() -> list[Any]:
+        query = select(func.length(directions.c.code), func.count()).group_by(func.length(directions.c.code))
+        async with db.begin() as conn:
+            found = (await conn.execute(query)).all()
+        lengths = sorted((int(n) for n, _ in found), reverse=True)
+        return DirectionMeta(sum(int(k) for _, k in found), tuple(lengths)).to_json()
+
+    meta = await cache.lookup(gens, NS_RATING, META_KEY, load, decode=DirectionMeta.from_json,
+                              encode=DirectionMeta.to_json)  # fmt: skip
+    return meta if meta is not None else DirectionMeta(0, ())
+
+
+async def _candidates(db: Database, number: str, lengths: Sequence[int]) -> list[list[Any]]:
+    """The directions whose code is a prefix of `number` of one of `lengths` (≤ len(lengths) rows)."""
+    prefixes = [number[:n] for n in lengths if n <= len(number)]
+    if not prefixes:
+        return []
+    c = directions.c
+    query = select(c.id, c.code, c.direction, c.min_len, c.max_len).where(c.code.in_(prefixes))
+    async with db.begin() as conn:
+        return [_row(row) for row in (await conn.execute(query)).all()]
+
+
+def _decode_direction(row: Sequence[Any]) -> Direction:
+    return Direction(int(row[0]), str(row[1]), str(row[2]), int(row[3]), int(row[4]))
+
+
+def _encode_direction(d: Direction) -> list[Any]:
+    return [d.id, d.code, d.direction, d.min_len, d.max_len]
+
+
+async def resolve_by_prefixes(
+    db: Database, cache: ReadThroughCache, gens: Generations, meta: DirectionMeta, number: str
+) -> Direction | None:
+    """The direction of `number` from its own prefixes (a deck too large for memory): the
+    answer is cached per (its first L digits, its length), L the longest code length."""
+    if not meta.lengths:
+        return None
+    key = f"dir:{number[: meta.lengths[0]]}:{len(number)}"
+
+    async def load() -> list[Any] | None:
+        found = DirectionIndex.from_rows(await _candidates(db, number, meta.lengths)).resolve(number)
+        return None if found is None else _encode_direction(found)
+
+    return await cache.lookup(gens, NS_RATING, key, load, decode=_decode_direction, encode=_encode_direction)
+
+
+async def resolve_number(db: Database, cache: ReadThroughCache, gens: Generations, number: str) -> Direction | None:
+    """The direction of `number` (digits) by the rule above, or None.
+
+    With the cache down (`gens` None) only the number's own prefixes are read."""
+    if gens is None:
+        return DirectionIndex.from_rows(await load_directions(db, prefixes_of=number)).resolve(number)
+    meta = await direction_meta(db, cache, gens)
+    if meta.small:
+        return (await direction_index(db, cache, gens)).resolve(number)
+    return await resolve_by_prefixes(db, cache, gens, meta, number)
+
+
 async def resolve(db: Database, cache: ReadThroughCache, gens: Generations, number: str) -> Direction:
     """resolveDirection: the direction of `number`; E_UNROUTABLE when no direction covers it."""
-    digits = normalize_number(number)
-    found = (await direction_index(db, cache, gens)).resolve(digits)
+    found = await resolve_number(db, cache, gens, normalize_number(number))
     if found is None:
         raise ApiError(ErrorCode.E_UNROUTABLE, "no direction covers this number")
     return found
-
-
-# --- CSV import -------------------------------------------------------------------------
-
-
-class DirectionsFileError(ValueError):
-    """The file itself is unusable (unreadable, not UTF-8, wrong header)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RejectedRow:
-    line: int
-    code: str
-    reason: str
-
-
-@dataclass(slots=True)
-class ImportReport:
-    """What an import did. When anything is rejected nothing is written (`applied` False)."""
-
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    rejected: list[RejectedRow] = field(default_factory=list)
-    applied: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return not self.rejected
-
-    def summary(self) -> str:
-        head = (
-            f"inserted={self.inserted} updated={self.updated} unchanged={self.unchanged} "
-            f"rejected={len(self.rejected)} applied={'yes' if self.applied else 'no'}"
-        )
-        lines = [head] + [f"line {r.line}: {r.code or '-'}: {r.reason}" for r in self.rejected]
-        return "\n".join(lines)
-
-
-def read_directions_csv(path: str | Path) -> list[dict[str, str]]:
-    """Rows of a directions CSV file, each tagged with its line number (key `_line`).
-
-    The header must be exactly `code,direction,min_len,max_len` (a UTF-8 BOM and
-    blanks around names are tolerated). A row with fewer fields gets "" for the
-    missing ones; a row with more gets `_extra` set: both are rejected by
-    `import_directions` with their line, so one run reports every bad line.
-    """
-    try:
-        with Path(path).open(encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None:
-                raise DirectionsFileError("the file is empty (expected header code,direction,min_len,max_len)")
-            names = tuple(name.strip() for name in header)
-            if names != CSV_HEADER:
-                raise DirectionsFileError(f"bad header {','.join(names)!r}: expected {','.join(CSV_HEADER)!r}")
-            rows: list[dict[str, str]] = []
-            for fields in reader:
-                if not fields or all(not f.strip() for f in fields):
-                    continue  # blank lines carry nothing
-                row = {name: (fields[i] if i < len(fields) else "") for i, name in enumerate(CSV_HEADER)}
-                row[LINE_KEY] = str(reader.line_num)
-                if len(fields) > len(CSV_HEADER):
-                    row[EXTRA_KEY] = str(len(fields) - len(CSV_HEADER))
-                rows.append(row)
-    except UnicodeDecodeError as exc:
-        raise DirectionsFileError(f"the file is not UTF-8: {exc.reason} at byte {exc.start}") from exc
-    except csv.Error as exc:
-        raise DirectionsFileError(f"malformed CSV: {exc}") from exc
-    except OSError as exc:
-        raise DirectionsFileError(f"cannot read {path}: {exc.strerror}") from exc
-    return rows
-
-
-def _length(value: str, name: str) -> int:
-    text = value.strip()
-    if not _DIGITS.fullmatch(text) or not 1 <= int(text) <= MAX_NUMBER_LEN:
-        raise ValueError(f"{name} must be an integer 1..{MAX_NUMBER_LEN}, got {text!r}")
-    return int(text)
-
-
-def _validate_row(row: Mapping[str, str]) -> tuple[str, str, int, int]:
-    """(code, direction, min_len, max_len) of a CSV row, or ValueError saying what is wrong."""
-    if row.get(EXTRA_KEY):
-        raise ValueError(f"{row[EXTRA_KEY]} field(s) more than the header's {len(CSV_HEADER)}")
-    code = (row.get("code") or "").strip()
-    name = (row.get("direction") or "").strip()
-    if not _DIGITS.fullmatch(code) or len(code) > MAX_NUMBER_LEN:
-        raise ValueError(f"code must be 1..{MAX_NUMBER_LEN} digits, got {code!r}")
-    if not name:
-        raise ValueError("direction name is empty")
-    if len(name) > MAX_NAME_LEN or _CONTROL.search(name):
-        raise ValueError(f"direction name must be at most {MAX_NAME_LEN} printable characters")
-    min_len = _length(row.get("min_len") or "", "min_len")
-    max_len = _length(row.get("max_len") or "", "max_len")
-    if min_len > max_len:
-        raise ValueError(f"min_len {min_len} is greater than max_len {max_len}")
-    if max_len < len(code):
-        raise ValueError(f"max_len {max_len} is shorter than the code itself: no number could match")
-    return code, name, min_len, max_len
-
-
-def validate_rows(rows: Iterable[Mapping[str, str]]) -> tuple[list[tuple[str, str, int, int]], list[RejectedRow]]:
-    """Every row checked (also duplicates inside the file); line numbers from `_line` or position."""
-    good: list[tuple[str, str, int, int]] = []
-    rejected: list[RejectedRow] = []
-    seen: dict[str, int] = {}
-    for position, row in enumerate(rows):
-        line = int(row.get(LINE_KEY) or position + 2)  # +2: the header is line 1
-        code = (row.get("code") or "").strip()
-        try:
-            values = _validate_row(row)
-        except ValueError as exc:
-            rejected.append(RejectedRow(line, code, str(exc)))
-            continue
-        if values[0] in seen:
-            rejected.append(RejectedRow(line, code, f"duplicate code (first on line {seen[values[0]]})"))
-            continue
-        seen[values[0]] = line
-        good.append(values)
-    return good, rejected
-
-
-async def import_directions(db: Database, rows: Iterable[Mapping[str, str]]) -> ImportReport:
-    """Upsert directions by code, all-or-nothing: one bad row and nothing is written.
-
-    Existing codes get the file's name and lengths (ids stay, so tariff entries keep
-    pointing at them); codes absent from the file are left alone. The caller MUST
-    invalidate NS_RATING afterwards (`await services.cache.invalidate(NS_RATING)`):
-    directions are cached and this loader does not go through the API registry.
-    """
-    good, rejected = validate_rows(rows)
-    report = ImportReport(rejected=rejected)
-    if rejected:
-        log.info("directions.import_rejected", rejected=len(rejected))
-        return report
-    try:
-        async with db.begin(timeout_s=120) as conn:
-            # The whole table, not an IN (...) of the file's codes: a prefix file can hold
-            # more codes than a statement may carry parameters (SQLite).
-            existing = {r.code: r for r in (await conn.execute(select(directions))).all()}
-            new_rows: list[dict[str, Any]] = []
-            for code, name, min_len, max_len in good:
-                old = existing.get(code)
-                if old is None:
-                    new_rows.append({"code": code, "direction": name, "min_len": min_len, "max_len": max_len})
-                elif (old.direction, old.min_len, old.max_len) == (name, min_len, max_len):
-                    report.unchanged += 1
-                else:
-                    await conn.execute(
-                        update(directions)
-                        .where(directions.c.id == old.id)
-                        .values(direction=name, min_len=min_len, max_len=max_len)
-                    )
-                    report.updated += 1
-            if new_rows:
-                await conn.execute(directions.insert(), new_rows)
-            report.inserted = len(new_rows)
-    except IntegrityError as exc:
-        # Only a concurrent writer of the same codes gets here (the file was validated).
-        raise ApiError(ErrorCode.E_DATA_ABORT, "directions changed concurrently; run the import again") from exc
-    report.applied = True
-    log.info("directions.imported", inserted=report.inserted, updated=report.updated, unchanged=report.unchanged)
-    return report

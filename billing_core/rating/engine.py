@@ -2,10 +2,12 @@
 
 Rating never moves money (that is billing_core.ledger.book). Everything it reads —
 directions, tariffs with their entries and routes, bill types, currencies — lives in the
-NS_RATING cache namespace as JSON snapshots; decoding a snapshot builds the in-memory
-index once per process and cache generation, so a warm decision costs no database query.
-The direction index and its longest-prefix rule are billing_core.rating.directions'
-(one cache entry, shared with the API's resolveDirection/getDirections).
+NS_RATING cache namespace as small JSON entries; decoding one builds the in-memory record
+once per process and cache generation, so a warm decision costs no database query.
+Small catalogues are kept whole in each process (every direction; a tariff with all its
+entries); above INDEX_MAX rows nothing grows with the size of a rate deck: a number's
+direction is cached per number prefix (billing_core.rating.directions, the rule the
+API's resolveDirection uses too) and a large tariff's entries per (tariff, direction).
 The rules are written out in docs/billing.md.
 
 Public API (other modules use only this):
@@ -20,21 +22,30 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from decimal import Decimal
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import Select, func, select
 
 from billing_core.cache.keys import NS_RATING
 from billing_core.cache.readthrough import ReadThroughCache
 from billing_core.db.engine import Database
 from billing_core.errors import ApiError, ErrorCode
 from billing_core.money import ZERO
+from billing_core.rating import directions as direction_rules
 from billing_core.rating.arithmetic import billed_seconds, call_cost, max_call_time, reserve_amount
-from billing_core.rating.directions import DIRECTIONS_KEY, Direction, DirectionIndex, direction_index, load_directions
+from billing_core.rating.directions import (
+    DIRECTIONS_KEY,
+    META_KEY,
+    Direction,
+    direction_index,
+    direction_meta,
+    resolve_by_prefixes,
+    resolve_number,
+)
 from billing_core.rating.tables import bill_types, currencies, routes, tariff_entries, tariffs
 
 log = structlog.get_logger(__name__)
@@ -154,8 +165,51 @@ _RATING_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Rating))
 # ---------------------------------------------------------------------------
 
 
+def _entries_query(tariff_id: int) -> Select[Any]:
+    return (
+        select(tariff_entries, routes.c.route, routes.c.prefix, routes.c.enabled)
+        .join(routes, routes.c.id == tariff_entries.c.route_id)
+        .where(tariff_entries.c.tariff_id == tariff_id)
+    )
+
+
+def _entry_json(r: Any) -> dict[str, Any]:
+    return {
+        "id": r.id, "tariff_id": r.tariff_id, "direction_id": r.direction_id, "cost": str(r.cost),
+        "priority": r.priority, "route_id": r.route_id, "route": r.route, "prefix": r.prefix,
+        "enabled": bool(r.enabled),
+    }  # fmt: skip
+
+
+def _entry(e: dict[str, Any]) -> Entry:
+    route = Route(int(e["route_id"]), e["route"], e["prefix"], bool(e["enabled"]))
+    cost, priority = Decimal(e["cost"]), int(e["priority"])
+    return Entry(int(e["id"]), int(e["tariff_id"]), int(e["direction_id"]), cost, priority, route)
+
+
+def _by_slot(entries: Iterable[Entry]) -> list[Entry]:
+    return sorted(entries, key=lambda x: (x.priority, x.id))
+
+
+def _decode_entries(data: list[dict[str, Any]]) -> list[Entry]:
+    return _by_slot(_entry(e) for e in data)
+
+
+def _encode_entries(entries: list[Entry]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": e.id, "tariff_id": e.tariff_id, "direction_id": e.direction_id, "cost": str(e.cost),
+            "priority": e.priority, "route_id": e.route.id, "route": e.route.route, "prefix": e.route.prefix,
+            "enabled": e.route.enabled,
+        }
+        for e in entries
+    ]  # fmt: skip
+
+
 class TariffIndex:
-    """A tariff and its entries grouped by direction, each group by (priority, id)."""
+    """A tariff, and (when it has at most INDEX_MAX entries) its entries grouped by
+    direction, each group by (priority, id); a larger tariff's entries are cached per
+    direction instead (`by_direction` None)."""
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.data = data
@@ -164,16 +218,17 @@ class TariffIndex:
             int(t["id"]), t["name"], t["bill_type"], bool(t["is_option"]),
             Decimal(t.get("connect_fee", "0")), Decimal(t["multiplier"]),
         )  # fmt: skip
-        groups: dict[int, list[Entry]] = defaultdict(list)
-        for e in data["entries"]:
-            route = Route(int(e["route_id"]), e["route"], e["prefix"], bool(e["enabled"]))
-            entry = Entry(
-                int(e["id"]), self.tariff.id, int(e["direction_id"]), Decimal(e["cost"]), int(e["priority"]), route
-            )
-            groups[entry.direction_id].append(entry)
-        self.by_direction = {d: sorted(g, key=lambda x: (x.priority, x.id)) for d, g in groups.items()}
+        self.by_direction: dict[int, list[Entry]] | None = None
+        if data.get("entries") is not None:
+            groups: dict[int, list[Entry]] = defaultdict(list)
+            for e in data["entries"]:
+                e.setdefault("tariff_id", self.tariff.id)
+                entry = _entry(e)
+                groups[entry.direction_id].append(entry)
+            self.by_direction = {d: _by_slot(g) for d, g in groups.items()}
 
     def enabled_entries(self, direction_id: int) -> list[Entry]:
+        assert self.by_direction is not None
         return [e for e in self.by_direction.get(direction_id, ()) if e.route.enabled]
 
     def to_json(self) -> dict[str, Any]:
@@ -227,52 +282,59 @@ class RatingEngine:
     # -- directions ---------------------------------------------------------
 
     async def resolve_direction(self, gens: Generations, number: str) -> Direction | None:
-        """The direction of `number` (digits) by the rule of billing_core.rating.directions,
-        on the direction index the API shares; None if there is none."""
+        """The direction of `number` (digits) by the rule of billing_core.rating.directions
+        (the lookup the API's resolveDirection makes too); None if there is none."""
         if gens is None:  # cache down, nothing is shared: load only the number's own prefixes
-            rows = await load_directions(self.db, prefixes_of=number)
-            return DirectionIndex.from_rows(rows).resolve(number)
-        async with self._loading[DIRECTIONS_KEY]:
-            index = await direction_index(self.db, self.cache, gens)
-        return index.resolve(number)
+            return await resolve_number(self.db, self.cache, gens, number)
+        async with self._loading[META_KEY]:
+            meta = await direction_meta(self.db, self.cache, gens)
+        if meta.small:
+            async with self._loading[DIRECTIONS_KEY]:
+                index = await direction_index(self.db, self.cache, gens)
+            return index.resolve(number)
+        return await resolve_by_prefixes(self.db, self.cache, gens, meta, number)
 
     # -- tariffs ------------------------------------------------------------
 
-    async def _tariff_index(
-        self, gens: Generations, tariff_id: int, direction_id: int | None = None
-    ) -> TariffIndex | None:
+    async def _tariff_index(self, gens: Generations, tariff_id: int) -> TariffIndex | None:
         async def load() -> dict[str, Any] | None:
-            entries_query = (
-                select(tariff_entries, routes.c.route, routes.c.prefix, routes.c.enabled)
-                .join(routes, routes.c.id == tariff_entries.c.route_id)
-                .where(tariff_entries.c.tariff_id == tariff_id)
-            )
-            if gens is None and direction_id is not None:
-                entries_query = entries_query.where(tariff_entries.c.direction_id == direction_id)
+            count = select(func.count()).select_from(tariff_entries).where(tariff_entries.c.tariff_id == tariff_id)
             async with self.db.begin() as conn:
                 t = (await conn.execute(select(tariffs).where(tariffs.c.id == tariff_id))).first()
                 if t is None:
                     return None
-                rows = (await conn.execute(entries_query)).all()
-            return {
-                "tariff": {
-                    "id": t.id, "name": t.name, "bill_type": t.bill_type, "is_option": bool(t.is_option),
-                    "connect_fee": str(t.connect_fee), "multiplier": str(t.multiplier),
-                },
-                "entries": [
-                    {
-                        "id": r.id, "direction_id": r.direction_id, "cost": str(r.cost), "priority": r.priority,
-                        "route_id": r.route_id, "route": r.route, "prefix": r.prefix, "enabled": bool(r.enabled),
-                    }
-                    for r in rows
-                ],
+                entries = None
+                small = int((await conn.execute(count)).scalar_one()) <= direction_rules.INDEX_MAX
+                if gens is not None and small:
+                    entries = [_entry_json(r) for r in (await conn.execute(_entries_query(tariff_id))).all()]
+            header = {
+                "id": t.id, "name": t.name, "bill_type": t.bill_type, "is_option": bool(t.is_option),
+                "connect_fee": str(t.connect_fee), "multiplier": str(t.multiplier),
             }  # fmt: skip
+            return {"tariff": header, "entries": entries}
 
         return await self._lookup(gens, f"tariff:{tariff_id}", load, TariffIndex, TariffIndex.to_json)
 
     async def tariff(self, gens: Generations, tariff_id: int) -> Tariff | None:
         index = await self._tariff_index(gens, tariff_id)
         return None if index is None else index.tariff
+
+    async def _entries(self, gens: Generations, index: TariffIndex, direction_id: int) -> list[Entry]:
+        """The tariff's enabled entries for the direction, failover order."""
+        if index.by_direction is not None:
+            return index.enabled_entries(direction_id)
+        tariff_id = index.tariff.id
+
+        async def load() -> list[dict[str, Any]]:
+            query = _entries_query(tariff_id).where(tariff_entries.c.direction_id == direction_id)
+            async with self.db.begin() as conn:
+                return [_entry_json(r) for r in (await conn.execute(query)).all()]
+
+        # No per-key lock: these keys are as many as the directions called, and a cold
+        # one costs one indexed query.
+        key = f"entries:{tariff_id}:{direction_id}"
+        found = await self.cache.lookup(gens, NS_RATING, key, load, decode=_decode_entries, encode=_encode_entries)
+        return [] if found is None else [e for e in found if e.route.enabled]
 
     async def route_candidates(
         self, gens: Generations, tariff_id: int, option_ids: Sequence[int], direction_id: int
@@ -291,14 +353,14 @@ class RatingEngine:
         self, gens: Generations, tariff_id: int, option_ids: Sequence[int], direction_id: int
     ) -> tuple[Tariff | None, list[Entry]]:
         for option_id in sorted(set(option_ids)):
-            option = await self._tariff_index(gens, option_id, direction_id)
+            option = await self._tariff_index(gens, option_id)
             if option is None or not option.tariff.is_option:
                 continue
-            found = option.enabled_entries(direction_id)
+            found = await self._entries(gens, option, direction_id)
             if found:
                 return option.tariff, found
-        base = await self._tariff_index(gens, tariff_id, direction_id)
-        return (None, []) if base is None else (base.tariff, base.enabled_entries(direction_id))
+        base = await self._tariff_index(gens, tariff_id)
+        return (None, []) if base is None else (base.tariff, await self._entries(gens, base, direction_id))
 
     # -- bill types and currencies -------------------------------------------
 

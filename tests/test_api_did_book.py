@@ -119,7 +119,7 @@ async def test_delete_did_is_soft_and_gives_the_number_back(gate: DidGate, servi
 async def test_disa_list_and_count(gate: DidGate, services: Services) -> None:
     assert (await gate.user("alice", "getDisaDIDList")).value == []
     assert (await gate.admin("addDIDRule", login="admin", did="4940000001", source="any", pattern="",
-                             policy="ACCEPT", action="DISA", destination="disa")).ok  # fmt: skip
+                             policy="ACCEPT", action="disa", destination="")).ok  # fmt: skip
     assert (await gate.user("carol", "getDisaDIDList")).value == [{"did": "4940000001", "comment": "DISA Berlin"}]
     assert (await gate.admin("getDIDCount", did="4940000001")).value.text == "1"
     assert (await gate.admin("getDIDCount", did="+4949")).value.text == "0"

@@ -66,5 +66,5 @@ def test_maintenance_prints_one_line_per_task(workdir: Path, capsys: pytest.Capt
     capsys.readouterr()
     assert main(["maintenance"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
-    assert [line["task"] for line in lines] == ["dids", "holds", "exchange_rates"]
+    assert [line["task"] for line in lines] == ["dids", "holds", "exchange_rates", "prepaid_codes"]
     assert lines[0]["renewed"] == 0 and "rates unchanged" in lines[2]["note"]

@@ -88,7 +88,7 @@ async def world(services: Services) -> AsyncIterator[World]:
 async def test_get_did_actions_is_voice_and_sms_actions_with_their_default_destinations(world: World) -> None:
     actions = await world.ok("alice", "getDIDActions")
     assert actions == {
-        "voice": {"call": "10000", "playfile": "beep", "redirect": "", "forward": ""},
+        "voice": {"call": "10000", "playfile": "beep", "redirect": "", "forward": "", "disa": ""},
         "sms": {"internal": "10000"},
     }
     # a user without a SIP account is its own destination

@@ -45,7 +45,7 @@ TRANSIT = "TRANSIT"  # in a rule's callerid: replaced with the caller's number
 # destination getDIDActions proposes for each; OWNER stands for the DID owner's first SIP
 # extension (its user name when it has none).
 OWNER = "<owner>"
-VOICE_ACTIONS: dict[str, str] = {"call": OWNER, "playfile": "beep", "redirect": "", "forward": ""}
+VOICE_ACTIONS: dict[str, str] = {"call": OWNER, "playfile": "beep", "redirect": "", "forward": "", "disa": ""}
 SMS_ACTIONS: dict[str, str] = {"internal": OWNER}
 
 # Condition → the DIALSTATUS words (numeric prefix stripped) it accepts.

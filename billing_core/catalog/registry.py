@@ -1,8 +1,14 @@
-"""One definition per spec method: name, access level, typed arguments, return kind, handler."""
+"""One definition per spec method: name, access level, typed arguments, return kind, handler.
+
+A method may also have file forms (`Registry.file_form`): the same method answered as a
+file (getLogs as CSV), under the method's own name, access level and key restrictions,
+with arguments of their own. A file form's handler returns a `FileAnswer`, whose body the
+transports stream as it is produced; so will later binary methods (invoices, recordings).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -10,7 +16,7 @@ from billing_core.catalog.params import Params
 from billing_core.context import Context
 from billing_core.records import KeyRecord, UserRecord
 
-ReturnKind = Literal["bool", "json", "text", "binary", "depends"]
+ReturnKind = Literal["bool", "json", "text", "binary", "depends", "file"]
 P = TypeVar("P", bound=Params)
 # The process context a handler asks for: its subsystem's (billing_core.ledger.context, …).
 S = TypeVar("S", bound=Context)
@@ -30,6 +36,19 @@ class TextAnswer:
     ok: bool = True
     error: str = ""
     fields: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FileAnswer:
+    """A file answer: the transports send `chunks` as the HTTP body, as they come (never
+    the whole file in memory, never base64 in JSON), with `Content-Disposition:
+    attachment; filename=<filename>`. A failure inside `chunks` after the first one can
+    only cut the body short, so a handler does its checks and its first read before it
+    returns."""
+
+    filename: str
+    content_type: str
+    chunks: AsyncIterable[bytes]
 
 
 @dataclass(slots=True)
@@ -57,6 +76,7 @@ class CallContext(Generic[S]):
 
 
 Handler = Callable[[CallContext[Any], Any], Awaitable[Any]]
+FileHandler = Callable[[CallContext[S], P], Awaitable[FileAnswer]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +87,13 @@ class MethodDef:
     returns: ReturnKind
     handler: Handler
     invalidates: tuple[str, ...] = ()
+    form: str = ""  # a file form's format ("csv"); "" for the method itself
 
 
 class Registry:
     def __init__(self) -> None:
         self._methods: dict[str, MethodDef] = {}
+        self._files: dict[tuple[str, str], MethodDef] = {}
 
     def method(
         self,
@@ -92,8 +114,31 @@ class Registry:
 
         return register
 
+    def file_form(self, name: str, form: str, *, params: type[P]) -> Callable[[FileHandler[S, P]], FileHandler[S, P]]:
+        """Declare method `name` (already registered) answered as a `form` file: the same
+        access level, the same name for keys' allowed methods, its own arguments."""
+        base = self._methods.get(name)
+        if base is None:
+            raise ValueError(f"file form of an unknown method {name}")
+        if not form.isalnum() or not form.islower():
+            raise ValueError(f"a file form is a lower-case word, not {form!r}")
+
+        def register(handler: FileHandler[S, P]) -> FileHandler[S, P]:
+            if (name, form) in self._files:
+                raise ValueError(f"file form {name}.{form} defined twice")
+            self._files[(name, form)] = MethodDef(name, base.access_level, params, "file", handler, form=form)
+            return handler
+
+        return register
+
     def get(self, name: str) -> MethodDef | None:
         return self._methods.get(name)
+
+    def get_file(self, name: str, form: str) -> MethodDef | None:
+        return self._files.get((name, form))
+
+    def file_forms(self) -> list[MethodDef]:
+        return [self._files[k] for k in sorted(self._files)]
 
     def names(self) -> list[str]:
         return sorted(self._methods)

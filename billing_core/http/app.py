@@ -7,6 +7,9 @@ Routes:
   The shim checks only the version (2.2, else 400 E_INCORRECT_API_VERSION) and builds
   `Credentials(peer_ip, "http", apikey)`; the dispatcher authenticates, authorizes and
   validates. The answer's form and status: billing_core.http.answers.
+- GET|POST /billing/api/{version}/{key}/{method}.{form} — the method's file form
+  (`getLogs.csv`), the same credentials and checks; the body is the file, streamed
+  (billing_core.http.files).
 - GET /healthz — 200 "ok" when the database answers SELECT 1 within 1 s, else 503
   "unavailable"; 503 "degraded: …" while start-up still waits for the database
   (billing_core.readiness).
@@ -72,7 +75,8 @@ TRACE = web.RequestKey("trace", _Trace)
 async def _api(request: web.Request) -> web.StreamResponse:
     dispatcher = request.app[DISPATCHER]
     trace = request[TRACE]
-    method = request.match_info["method"]
+    # `getLogs.csv`: the method's file form (billing_core.http.files)
+    method, dot, form = request.match_info["method"].partition(".")
     if dispatcher.registry.get(method) is not None:
         trace.method = method
     if request.match_info["version"] != API_VERSION:
@@ -83,7 +87,7 @@ async def _api(request: web.Request) -> web.StreamResponse:
     cred = Credentials(
         peer_ip=request.remote or "", transport="http", apikey=request.match_info["key"], secure=request.secure
     )
-    outcome = await dispatcher.call(method, raw, cred)
+    outcome = await dispatcher.call(method, raw, cred, form=form if dot else None)
     trace.result = answers.result_label(outcome)
     plain = outcome.key is not None and outcome.key.auth_by in dispatcher.services.settings.plain_auth_by
     return answers.render(outcome, plain=plain)

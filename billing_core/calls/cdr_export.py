@@ -17,7 +17,8 @@ import csv
 import io
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Row, Select, select
 
@@ -26,6 +27,7 @@ from billing_core.catalog.registry import FileAnswer
 from billing_core.clock import utcnow
 from billing_core.ledger.context import LedgerContext
 from billing_core.ledger.tables import cdrs
+from billing_core.money import money_json
 from billing_core.records import UserRecord
 
 Generations = dict[str, int] | None
@@ -91,6 +93,33 @@ class _Pages:
         return rows, called
 
 
+def _stamp(value: datetime) -> str:
+    """billing_core.clock.wire_time by isoformat, cheaper than strftime: a 10^7-row file calls it 2x10^7 times."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "seconds")[:19]
+
+
+def _lines(rows: Sequence[Sequence[Any]], view: cdr_log.LogView, called: dict[str, str] | None) -> list[list[Any]]:
+    """The rows as cdr_log.entry shows them, in COLUMNS order (tests hold the two equal),
+    from the row tuples: entry's dict and attribute reads were half of an export's time."""
+    lines: list[list[Any]] = []
+    offset, username, signs = view.offset, view.username, view.signs
+    for row in rows:
+        (id_, call_uid, prior, ext, callerid, destination, direction, route, length_s, answered_ms, billed_s,
+         status, cause, cost, display_cost, currency, created_at) = row  # fmt: skip
+        line: list[Any] = [
+            id_, _stamp(created_at), _stamp(created_at + offset), username, ext, callerid, destination, direction,
+            route, status, length_s, billed_s, money_json(cost), money_json(display_cost),
+            signs.get(str(currency), currency),
+        ]  # fmt: skip
+        if called is not None:
+            line.append(called.get(str(destination), ""))
+            line.append(f"call_uid={call_uid} prior={prior} cause={cause} answered_ms={answered_ms}")
+        lines.append(line)
+    return lines
+
+
 def _csv(rows: Iterable[Sequence[object]]) -> bytes:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\r\n").writerows(rows)
@@ -117,7 +146,7 @@ async def export(
         rows, called = first
         yield _csv([list(header)])
         while rows:
-            yield _csv([list(cdr_log.entry(row, view, called).values()) for row in rows])
+            yield _csv(_lines(rows, view, called))
             rows, called = await pages.next()
 
     return FileAnswer(file_name(subject, utcnow()), CONTENT_TYPE, chunks())

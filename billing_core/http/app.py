@@ -14,6 +14,8 @@ Routes:
   "unavailable"; 503 "degraded: …" while start-up still waits for the database
   (billing_core.readiness).
 - GET /metrics — Prometheus exposition (billing_core.http.metrics).
+- GET /openapi.json — the OpenAPI 3.1 description made from the registry
+  (billing_core.http.openapi); GET /docs — the same as an HTML page (docs_page).
 - anything else — 404 (405 for a verb other than GET/POST), JSON envelope E_UNKNOWN_METHOD.
 
 Connections (billing_core.http.connections): at most CALLGATE_HTTP_MAX_CONNECTIONS open,
@@ -44,7 +46,7 @@ from sqlalchemy import text
 
 from billing_core.api.dispatch import Credentials, Dispatcher
 from billing_core.errors import ApiError, ErrorCode
-from billing_core.http import answers, metrics
+from billing_core.http import answers, docs_page, metrics, openapi
 from billing_core.http.connections import LINGER_S, CappedSite, ConnectionFactory, HttpLimits
 from billing_core.http.form import MAX_BODY_BYTES, BadInput, request_arguments
 from billing_core.spool import Spool, SpoolBacklog
@@ -122,6 +124,16 @@ async def _healthz(request: web.Request) -> web.StreamResponse:
     return web.Response(text="ok")
 
 
+async def _openapi(request: web.Request) -> web.StreamResponse:
+    body = openapi.spec_text(request.app[DISPATCHER].registry)
+    return web.Response(text=body, content_type="application/json", charset="utf-8")
+
+
+async def _docs(request: web.Request) -> web.StreamResponse:
+    body = docs_page.page(request.app[DISPATCHER].registry)
+    return web.Response(text=body, content_type="text/html", charset="utf-8")
+
+
 async def _metrics(request: web.Request) -> web.StreamResponse:
     body, content_type = metrics.exposition((request.app[SPOOL_BACKLOG],))
     return web.Response(body=body, headers={"Content-Type": content_type})
@@ -188,6 +200,8 @@ def build_app(dispatcher: Dispatcher, limits: HttpLimits | None = None) -> web.A
     app.router.add_route("POST", API_ROUTE, _api)
     app.router.add_route("GET", "/healthz", _healthz)
     app.router.add_route("GET", "/metrics", _metrics)
+    app.router.add_route("GET", "/openapi.json", _openapi)
+    app.router.add_route("GET", "/docs", _docs)
     return app
 
 

@@ -5,6 +5,7 @@ no traceback, every answer's status, content type and body as the description sa
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 from typing import Any
@@ -26,8 +27,10 @@ from billing_core.http import openapi
 from tests.factories import make_key
 from tests.http_support import HOST, Api, serve, with_settings
 
-EXAMPLES = 6  # per operation
-BUDGET_S = 25.0  # per backend: the whole run stops generating past it
+# per operation, and the time after which the run stops taking new operations (per backend);
+# CALLGATE_FUZZ_EXAMPLES / CALLGATE_FUZZ_BUDGET_S raise them for a longer hunt by hand
+EXAMPLES = int(os.environ.get("CALLGATE_FUZZ_EXAMPLES", "6"))
+BUDGET_S = float(os.environ.get("CALLGATE_FUZZ_BUDGET_S", "25"))
 
 
 @pytest.fixture

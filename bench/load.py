@@ -1095,10 +1095,10 @@ def apply_experiments(names: Sequence[str]) -> None:
         real_call = Dispatcher.call
         keys: dict[str | None, Any] = {}  # the HTTP key, looked up once: its answer form is plain text
 
-        async def call(self: Dispatcher, method_name: str, raw: Any, cred: Any) -> Outcome:
+        async def call(self: Dispatcher, method_name: str, raw: Any, cred: Any, *, form: str | None = None) -> Outcome:
             canned = _CONSTANT_ANSWERS.get(method_name)
-            if canned is None:
-                return await real_call(self, method_name, raw, cred)
+            if canned is None or form is not None:
+                return await real_call(self, method_name, raw, cred, form=form)
             if cred.apikey not in keys:
                 keys[cred.apikey] = (await self._keys(await self.services.cache.generations(), cred))[0]
             await asyncio.sleep(0)  # a real decision yields at least once (the database)

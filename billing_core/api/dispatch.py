@@ -103,7 +103,10 @@ class Dispatcher:
         self.services = services
         self.registry = registry
 
-    async def call(self, method_name: str, raw: Mapping[str, str], cred: Credentials) -> Outcome:
+    async def call(
+        self, method_name: str, raw: Mapping[str, str], cred: Credentials, *, form: str | None = None
+    ) -> Outcome:
+        """Run `method_name` (or its `form` file form, Registry.file_form) for `cred`."""
         key: KeyRecord | None = None
         method: MethodDef | None = None
         session: str | None = None
@@ -117,9 +120,10 @@ class Dispatcher:
             gens = await self.services.cache.generations()
             candidates = await self._keys(gens, cred)
             key = candidates[0]
-            method = self.registry.get(method_name)
+            method = self.registry.get(method_name) if form is None else self.registry.get_file(method_name, form)
             if method is None:
-                raise ApiError(ErrorCode.E_UNKNOWN_METHOD, f"unknown method: {method_name[:64]}")
+                shown = method_name[:64] if form is None else f"{method_name[:64]}.{form[:16]}"
+                raise ApiError(ErrorCode.E_UNKNOWN_METHOD, f"unknown method: {shown}")
             key, user, session = await self._key_and_user(gens, candidates, method, raw, cred)
             self._check_level(key, user, method)
             actor = await self._actor(gens, user, raw.get("username", ""))

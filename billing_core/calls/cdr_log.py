@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import structlog
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, Row, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing_core.clock import utcnow, wire_time
@@ -31,7 +32,7 @@ def completed() -> ColumnElement[bool]:
     return or_(cdrs.c.status == "ANSWER", cdrs.c.status.like("%ANSWER") & ~cdrs.c.status.like("%NOANSWER"))
 
 
-async def _called_users(conn: AsyncConnection, destinations: set[str]) -> dict[str, str]:
+async def called_users(conn: AsyncConnection, destinations: set[str]) -> dict[str, str]:
     """Which local user a destination reaches: its SIP account's owner, else its DID's owner."""
     if not destinations:
         return {}
@@ -46,6 +47,46 @@ async def _called_users(conn: AsyncConnection, destinations: set[str]) -> dict[s
     for name, owner in (await conn.execute(by_extension.where(sip_extensions.c.sip_extension.in_(destinations)))).all():
         found[name] = owner
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class LogView:
+    username: str
+    offset: timedelta  # the subject's time zone
+    signs: dict[str, str]  # currency code -> sign
+
+
+async def subject_view(services: LedgerContext, gens: Generations, subject: UserRecord) -> LogView:
+    """How the subject's rows are shown: its time zone and the currencies' signs."""
+    async with services.db.begin() as conn:
+        timezone = Decimal((await conn.execute(select(users.c.timezone).where(users.c.id == subject.id))).scalar() or 0)
+    signs = {code: cur.sign for code, cur in (await all_currencies(services, gens)).items()}
+    return LogView(subject.username, timedelta(hours=float(timezone)), signs)  # a display shift, not money
+
+
+def entry(row: Row[Any], view: LogView, called: dict[str, str] | None) -> dict[str, Any]:
+    """One getLogs entry; `called` (destination -> user) adds info/debug (resolve_info)."""
+    item: dict[str, Any] = {
+        "id": row.id,
+        "date": wire_time(row.created_at),
+        "clientdate": wire_time(row.created_at + view.offset),
+        "username": view.username,
+        "sip_extension": row.sip_extension,
+        "callerid": row.callerid,
+        "destination": row.destination,
+        "direction": row.direction,
+        "route": row.route,
+        "status": row.status,
+        "time": row.length_s,
+        "billed_time": row.billed_s,
+        "cost": money_json(Decimal(row.cost)),
+        "displaycost": money_json(Decimal(row.display_cost)),
+        "displaycurrency": view.signs.get(row.display_currency, row.display_currency),
+    }
+    if called is not None:
+        item["info"] = called.get(row.destination, "")
+        item["debug"] = f"call_uid={row.call_uid} prior={row.prior} cause={row.cause} answered_ms={row.answered_ms}"
+    return item
 
 
 async def call_log(
@@ -63,36 +104,9 @@ async def call_log(
     query = query.order_by(cdrs.c.created_at.desc(), cdrs.c.id.desc()).limit(limit)
     async with services.db.begin() as conn:
         rows = (await conn.execute(query)).all()
-        timezone = Decimal((await conn.execute(select(users.c.timezone).where(users.c.id == subject.id))).scalar() or 0)
-        called = await _called_users(conn, {r.destination for r in rows}) if resolve_info else {}
-    signs = {code: cur.sign for code, cur in (await all_currencies(services, gens)).items()}
-    offset = timedelta(hours=float(timezone))  # a display shift, not money
-    entries = []
-    for row in rows:
-        entry: dict[str, Any] = {
-            "id": row.id,
-            "date": wire_time(row.created_at),
-            "clientdate": wire_time(row.created_at + offset),
-            "username": subject.username,
-            "sip_extension": row.sip_extension,
-            "callerid": row.callerid,
-            "destination": row.destination,
-            "direction": row.direction,
-            "route": row.route,
-            "status": row.status,
-            "time": row.length_s,
-            "billed_time": row.billed_s,
-            "cost": money_json(Decimal(row.cost)),
-            "displaycost": money_json(Decimal(row.display_cost)),
-            "displaycurrency": signs.get(row.display_currency, row.display_currency),
-        }
-        if resolve_info:
-            entry["info"] = called.get(row.destination, "")
-            entry["debug"] = (
-                f"call_uid={row.call_uid} prior={row.prior} cause={row.cause} answered_ms={row.answered_ms}"
-            )
-        entries.append(entry)
-    return entries
+        called = await called_users(conn, {r.destination for r in rows}) if resolve_info else None
+    view = await subject_view(services, gens, subject)
+    return [entry(row, view, called) for row in rows]
 
 
 async def hide_log(services: LedgerContext, subject: UserRecord, *, by: str) -> int:

@@ -1,10 +1,16 @@
 """One definition per spec method: name, access level, typed arguments, return kind, handler,
 and the names the other front doors know it by (`Aliases`: JeraSoft VCS `module.action`,
-ISPsystem BILLmanager `func` verbs)."""
+ISPsystem BILLmanager `func` verbs).
+
+A method may also have file forms (`Registry.file_form`): the same method answered as a
+file (getLogs as CSV), under the method's own name, access level and key restrictions,
+with arguments of their own. A file form's handler returns a `FileAnswer`, whose body the
+transports stream as it is produced; so will later binary methods (invoices, recordings).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -12,7 +18,7 @@ from billing_core.catalog.params import Params
 from billing_core.context import Context
 from billing_core.records import KeyRecord, UserRecord
 
-ReturnKind = Literal["bool", "json", "text", "binary", "depends"]
+ReturnKind = Literal["bool", "json", "text", "binary", "depends", "file"]
 # What a BILLmanager function does with its method: `x` lists, `x.edit` shows an object
 # (elid, no sok), creates (sok=ok, no elid) or updates (sok=ok and elid), `x.delete`,
 # `x.suspend`, `x.resume`; any other dotted function simply calls.
@@ -50,6 +56,19 @@ class DescribedAnswer:
     description: str
 
 
+@dataclass(frozen=True, slots=True)
+class FileAnswer:
+    """A file answer: the transports send `chunks` as the HTTP body, as they come (never
+    the whole file in memory, never base64 in JSON), with `Content-Disposition:
+    attachment; filename=<filename>`. A failure inside `chunks` after the first one can
+    only cut the body short, so a handler does its checks and its first read before it
+    returns."""
+
+    filename: str
+    content_type: str
+    chunks: AsyncIterable[bytes]
+
+
 @dataclass(slots=True)
 class CallContext(Generic[S]):
     """Who is calling and what with; built by the dispatcher, read by handlers. Handlers
@@ -75,6 +94,7 @@ class CallContext(Generic[S]):
 
 
 Handler = Callable[[CallContext[Any], Any], Awaitable[Any]]
+FileHandler = Callable[[CallContext[S], P], Awaitable[FileAnswer]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +159,7 @@ class MethodDef:
     handler: Handler
     invalidates: tuple[str, ...] = ()
     aliases: Aliases = NO_ALIASES
+    form: str = ""  # a file form's format ("csv"); "" for the method itself
 
 
 class Registry:
@@ -146,6 +167,7 @@ class Registry:
         self._methods: dict[str, MethodDef] = {}
         self._vcs: dict[str, MethodDef] = {}
         self._billmgr: dict[tuple[str, BillmgrRole], tuple[MethodDef, BillmgrVerb]] = {}
+        self._files: dict[tuple[str, str], MethodDef] = {}
 
     def method(
         self,
@@ -180,6 +202,23 @@ class Registry:
         self._vcs.update(dict.fromkeys(method.aliases.vcs, method))
         self._billmgr.update({(verb.func, verb.role): (method, verb) for verb in verbs})
 
+    def file_form(self, name: str, form: str, *, params: type[P]) -> Callable[[FileHandler[S, P]], FileHandler[S, P]]:
+        """Declare method `name` (already registered) answered as a `form` file: the same
+        access level, the same name for keys' allowed methods, its own arguments."""
+        base = self._methods.get(name)
+        if base is None:
+            raise ValueError(f"file form of an unknown method {name}")
+        if not form.isalnum() or not form.islower():
+            raise ValueError(f"a file form is a lower-case word, not {form!r}")
+
+        def register(handler: FileHandler[S, P]) -> FileHandler[S, P]:
+            if (name, form) in self._files:
+                raise ValueError(f"file form {name}.{form} defined twice")
+            self._files[(name, form)] = MethodDef(name, base.access_level, params, "file", handler, form=form)
+            return handler
+
+        return register
+
     def get(self, name: str) -> MethodDef | None:
         return self._methods.get(name)
 
@@ -192,6 +231,12 @@ class Registry:
 
     def billmgr_funcs(self) -> set[str]:
         return {func for func, _ in self._billmgr}
+
+    def get_file(self, name: str, form: str) -> MethodDef | None:
+        return self._files.get((name, form))
+
+    def file_forms(self) -> list[MethodDef]:
+        return [self._files[k] for k in sorted(self._files)]
 
     def names(self) -> list[str]:
         return sorted(self._methods)

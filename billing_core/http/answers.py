@@ -13,6 +13,8 @@ JSON answer (the spec's envelope), `Content-Type: application/json; charset=utf-
 - a "text" method: result = TextAnswer.ok, response = TextAnswer.text; a declined answer
   (`Declined E_X`) has result=false and description = E_X's description.
 - a "binary" method: the bytes themselves, content type sniffed (PDF, WAV, else octet-stream).
+- a file form (`getLogs.csv`) or any method answering a FileAnswer: the file, streamed
+  (billing_core.http.files).
 - an error: result=false, response = the E_* code, description = ApiError.detail.
 
 Plain answer (the spec's `config.api_plain_answer`, used when the key's auth_by is in
@@ -51,8 +53,9 @@ import structlog
 from aiohttp import web
 
 from billing_core.api.dispatch import Outcome
-from billing_core.catalog.registry import DescribedAnswer, TextAnswer
+from billing_core.catalog.registry import DescribedAnswer, FileAnswer, TextAnswer
 from billing_core.errors import DESCRIPTIONS, ApiError, ErrorCode, KeyRejected, SourceForbidden
+from billing_core.http.files import file_response
 
 log = structlog.get_logger(__name__)
 
@@ -171,6 +174,8 @@ def render(outcome: Outcome, *, plain: bool) -> web.Response:
             if plain:
                 return _plain(_plain_value(value.value), 200)
             return _json(value.value, value.value, value.description, 200)
+        if isinstance(value, FileAnswer):
+            return file_response(value)
         return _value_response(value, plain)
     except (TypeError, ValueError) as exc:
         # A handler returned something the wire cannot carry: a bug, not the caller's fault.

@@ -7,12 +7,17 @@ Routes:
   The shim checks only the version (2.2, else 400 E_INCORRECT_API_VERSION) and builds
   `Credentials(peer_ip, "http", apikey)`; the dispatcher authenticates, authorizes and
   validates. The answer's form and status: billing_core.http.answers.
+- GET|POST /billing/api/{version}/{key}/{method}.{form} — the method's file form
+  (`getLogs.csv`), the same credentials and checks; the body is the file, streamed
+  (billing_core.http.files).
 - GET /healthz — 200 "ok" when the database answers SELECT 1 within 1 s, else 503
   "unavailable"; 503 "degraded: …" while start-up still waits for the database
   (billing_core.readiness).
 - GET /metrics — Prometheus exposition (billing_core.http.metrics).
 - POST /jsonrpc/ — the JeraSoft VCS door (billing_core.http.vcs); GET|POST /billmgr — the
   BILLmanager door (billing_core.http.billmgr); both over the same dispatcher.
+- GET /openapi.json — the OpenAPI 3.1 description made from the registry
+  (billing_core.http.openapi); GET /docs — the same as an HTML page (docs_page).
 - anything else — 404 (405 for a verb other than GET/POST), JSON envelope E_UNKNOWN_METHOD.
 
 Connections (billing_core.http.connections): at most CALLGATE_HTTP_MAX_CONNECTIONS open,
@@ -42,7 +47,7 @@ from sqlalchemy import text
 
 from billing_core.api.dispatch import Credentials, Dispatcher
 from billing_core.errors import ApiError, ErrorCode
-from billing_core.http import answers, billmgr, metrics, vcs
+from billing_core.http import answers, billmgr, docs_page, metrics, openapi, vcs
 from billing_core.http.appkeys import DISPATCHER, LIMITS, SPOOL_BACKLOG, TRACE, Trace
 from billing_core.http.connections import LINGER_S, CappedSite, ConnectionFactory, HttpLimits
 from billing_core.http.form import MAX_BODY_BYTES, BadInput, request_arguments
@@ -62,7 +67,8 @@ API_PATHS = (API_PREFIX, vcs.PATH, billmgr.PATH)
 async def _api(request: web.Request) -> web.StreamResponse:
     dispatcher = request.app[DISPATCHER]
     trace = request[TRACE]
-    method = request.match_info["method"]
+    # `getLogs.csv`: the method's file form (billing_core.http.files)
+    method, dot, form = request.match_info["method"].partition(".")
     if dispatcher.registry.get(method) is not None:
         trace.method = method
     if request.match_info["version"] != API_VERSION:
@@ -73,7 +79,7 @@ async def _api(request: web.Request) -> web.StreamResponse:
     cred = Credentials(
         peer_ip=request.remote or "", transport="http", apikey=request.match_info["key"], secure=request.secure
     )
-    outcome = await dispatcher.call(method, raw, cred)
+    outcome = await dispatcher.call(method, raw, cred, form=form if dot else None)
     trace.result = answers.result_label(outcome)
     plain = outcome.key is not None and outcome.key.auth_by in dispatcher.services.settings.plain_auth_by
     return answers.render(outcome, plain=plain)
@@ -106,6 +112,16 @@ async def _healthz(request: web.Request) -> web.StreamResponse:
         log.warning("http.health_failed", error=type(exc).__name__)
         return web.Response(status=503, text="unavailable")
     return web.Response(text="ok")
+
+
+async def _openapi(request: web.Request) -> web.StreamResponse:
+    body = openapi.spec_text(request.app[DISPATCHER].registry)
+    return web.Response(text=body, content_type="application/json", charset="utf-8")
+
+
+async def _docs(request: web.Request) -> web.StreamResponse:
+    body = docs_page.page(request.app[DISPATCHER].registry)
+    return web.Response(text=body, content_type="text/html", charset="utf-8")
 
 
 async def _metrics(request: web.Request) -> web.StreamResponse:
@@ -176,6 +192,8 @@ def build_app(dispatcher: Dispatcher, limits: HttpLimits | None = None) -> web.A
     app.router.add_route("GET", "/metrics", _metrics)
     vcs.add_routes(app)
     billmgr.add_routes(app)
+    app.router.add_route("GET", "/openapi.json", _openapi)
+    app.router.add_route("GET", "/docs", _docs)
     return app
 
 

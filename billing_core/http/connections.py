@@ -157,8 +157,12 @@ class ConnectionFactory:
         self._refused += 1
         now = time.monotonic()
         if now - self._last_report >= REFUSAL_LOG_EVERY_S:  # one line per burst, not per connection
-            log.warning("http.connections_refused", refused=self._refused, open=self.open,
-                        max_connections=self.limits.max_connections)
+            log.warning(
+                "http.connections_refused",
+                refused=self._refused,
+                open=self.open,
+                max_connections=self.limits.max_connections,
+            )
             self._last_report = now
             self._refused = 0
 

@@ -216,3 +216,12 @@ async def test_a_file_form_needs_its_method_and_a_plain_format_name() -> None:
     form = registry.get_file("thing", "csv")
     assert form is not None and (form.name, form.access_level, form.returns, form.form) == ("thing", 7, "file", "csv")
     assert registry.names() == ["thing"]  # a file form is no method of its own
+
+
+async def test_what_delete_logs_hid_is_not_exported(services: Services, api: Api, keys: Keys) -> None:
+    carol = await make_user(services, "carol")
+    await add_cdr(services, carol, 1, "ANSWER")
+    assert len(rows_of(await api.get(keys.server, "getLogs.csv", {"login": "admin", "user": "carol"}))) == 1
+    hidden = await api.get(keys.server, "deleteLogs", {"login": "admin", "user": "carol"})
+    assert hidden.status == 200 and b'"response": true' in hidden.body
+    assert rows_of(await api.get(keys.server, "getLogs.csv", {"login": "admin", "user": "carol"})) == []

@@ -47,7 +47,7 @@ from sqlalchemy import text
 
 from billing_core.api.dispatch import Credentials, Dispatcher
 from billing_core.errors import ApiError, ErrorCode
-from billing_core.http import answers, billmgr, docs_page, metrics, openapi, vcs
+from billing_core.http import answers, billmgr, docs_page, metrics, openapi, vcs, vcs_files
 from billing_core.http.appkeys import DISPATCHER, LIMITS, SPOOL_BACKLOG, TRACE, Trace
 from billing_core.http.connections import LINGER_S, CappedSite, ConnectionFactory, HttpLimits
 from billing_core.http.form import MAX_BODY_BYTES, BadInput, request_arguments
@@ -61,7 +61,7 @@ API_ROUTE = API_PREFIX + "{version}/{key}/{method}"
 HEALTH_TIMEOUT_S = 1.0
 
 # The other front doors (billing_core.http.vcs, billing_core.http.billmgr) count as API requests.
-API_PATHS = (API_PREFIX, vcs.PATH, billmgr.PATH)
+API_PATHS = (API_PREFIX, vcs.PATH, vcs_files.PATH, billmgr.PATH)
 
 
 async def _api(request: web.Request) -> web.StreamResponse:
@@ -191,6 +191,7 @@ def build_app(dispatcher: Dispatcher, limits: HttpLimits | None = None) -> web.A
     app.router.add_route("GET", "/healthz", _healthz)
     app.router.add_route("GET", "/metrics", _metrics)
     vcs.add_routes(app)
+    vcs_files.add_routes(app)
     billmgr.add_routes(app)
     app.router.add_route("GET", "/openapi.json", _openapi)
     app.router.add_route("GET", "/docs", _docs)

@@ -17,6 +17,11 @@ from billing_core.directory.tables import sip_extensions, users
 from billing_core.ledger.accounts import create_account, create_user
 from billing_core.ledger.tables import accounts
 
+# A test's own setup writes are not what it tests: a store that stalls for a few seconds
+# (a PostgreSQL checkpoint on a shared CI host) must not fail them at the 2 s that
+# decisions get (CALLGATE_DB_TIMEOUT_S).
+SETUP_TIMEOUT_S = 30.0
+
 
 async def make_key(
     services: Services,
@@ -75,7 +80,7 @@ async def make_user(
     currency: str = "EUR",
     account_id: int | None = None,
 ) -> MadeUser:
-    async with services.db.begin() as conn:
+    async with services.db.begin(timeout_s=SETUP_TIMEOUT_S) as conn:
         if account_id is None:
             account_id = await create_account(conn, balance=balance)
             await conn.execute(update(accounts).where(accounts.c.id == account_id).values(overdraft=overdraft))
@@ -112,6 +117,6 @@ async def make_user(
 
 
 async def balance_of(services: Services, account_id: int) -> Decimal:
-    async with services.db.begin() as conn:
+    async with services.db.begin(timeout_s=SETUP_TIMEOUT_S) as conn:
         value = (await conn.execute(select(accounts.c.balance).where(accounts.c.id == account_id))).scalar_one()
     return Decimal(value)

@@ -20,7 +20,7 @@ from billing_core.container import Services
 from billing_core.directory.tables import extension_options, sip_extensions
 from billing_core.ledger.tables import cdrs, reservations, transactions
 from billing_core.rating.tables import bill_types, currencies, directions, routes, tariff_entries, tariffs
-from tests.factories import make_key
+from tests.factories import SETUP_TIMEOUT_S, make_key
 
 
 class RatingWorld:
@@ -28,14 +28,14 @@ class RatingWorld:
         self.services = services
 
     async def _insert(self, statement: Any) -> int:
-        async with self.services.db.begin() as conn:
+        async with self.services.db.begin(timeout_s=SETUP_TIMEOUT_S) as conn:
             result = await conn.execute(statement)
             key = result.inserted_primary_key
         await self.services.cache.invalidate(*NAMESPACES)
         return int(key[0]) if key and key[0] is not None else 0
 
     async def _write(self, statement: Any) -> None:
-        async with self.services.db.begin() as conn:
+        async with self.services.db.begin(timeout_s=SETUP_TIMEOUT_S) as conn:
             await conn.execute(statement)
         await self.services.cache.invalidate(*NAMESPACES)
 
@@ -88,7 +88,7 @@ class RatingWorld:
         await self._write(update(tariff_entries).where(tariff_entries.c.id == entry_id).values(cost=Decimal(cost)))
 
     async def option(self, sip_extension: str, tariff_id: int) -> None:
-        async with self.services.db.begin() as conn:
+        async with self.services.db.begin(timeout_s=SETUP_TIMEOUT_S) as conn:
             ext_id = (
                 await conn.execute(select(sip_extensions.c.id).where(sip_extensions.c.sip_extension == sip_extension))
             ).scalar_one()
@@ -114,7 +114,7 @@ class Ledger:
 
 
 async def ledger_of(services: Services, account_id: int) -> Ledger:
-    async with services.db.begin() as conn:
+    async with services.db.begin(timeout_s=SETUP_TIMEOUT_S) as conn:
         res = (
             await conn.execute(
                 select(reservations).where(reservations.c.account_id == account_id).order_by(reservations.c.id)
@@ -132,7 +132,7 @@ async def ledger_of(services: Services, account_id: int) -> Ledger:
 
 
 async def sum_of_call_transactions(services: Services, account_id: int) -> Decimal:
-    async with services.db.begin() as conn:
+    async with services.db.begin(timeout_s=SETUP_TIMEOUT_S) as conn:
         total = (
             await conn.execute(
                 select(func.coalesce(func.sum(transactions.c.amount), 0)).where(

@@ -204,3 +204,23 @@ async def raw_http(port: int, data: bytes) -> bytes:
         return await asyncio.wait_for(reader.read(), timeout=10)
     finally:
         writer.close()
+
+
+class LoggedInChecks:
+    """`ok` and `code` over a class's own `get(login, method, **args)` (a test world that
+    logs each request in as one of its users): the answer of a call that must succeed, and
+    the E_* code of one that must fail — as a 400 or a 200, never a 5xx."""
+
+    async def get(self, login: str, method: str, **args: str) -> Reply:
+        raise NotImplementedError
+
+    async def ok(self, login: str, method: str, **args: str) -> Any:
+        reply = await self.get(login, method, **args)
+        assert reply.status == 200 and reply.json()["result"] is True, reply.text
+        return reply.json()["response"]
+
+    async def code(self, login: str, method: str, **args: str) -> str:
+        reply = await self.get(login, method, **args)
+        # query errors (E_MISSING_ARGUMENT, …) are 400, execution errors 200: never a 5xx
+        assert reply.status in (200, 400) and reply.json()["result"] is False, (reply.status, reply.text)
+        return str(reply.code)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -21,7 +20,7 @@ from billing_core.container import Services
 from billing_core.directory.tables import sip_extensions
 from billing_core.numbers.tables import aliases
 from tests.factories import make_key, make_user
-from tests.http_support import Api, Reply, serve
+from tests.http_support import Api, LoggedInChecks, Reply, serve
 from tests.shared_paths import spec_file
 
 PASSWORDS = {"boss": "bpw", "reseller": "rpw", "sub": "spw", "other": "opw", "stranger": "xpw"}
@@ -29,7 +28,7 @@ SPEC_KEYS = ["global", "id", "owner", "alias", "destination"]  # the spec's alia
 
 
 @dataclass
-class World:
+class World(LoggedInChecks):
     services: Services
     api: Api
     key: str  # a client key (level 0): every request logs in with login + md5 password
@@ -37,17 +36,6 @@ class World:
     async def get(self, login: str, method: str, **args: str) -> Reply:
         creds = {"login": login, "password": md5_hex(PASSWORDS[login])}
         return await self.api.get(self.key, method, {**creds, **args})
-
-    async def ok(self, login: str, method: str, **args: str) -> Any:
-        reply = await self.get(login, method, **args)
-        assert reply.status == 200 and reply.json()["result"] is True, reply.text
-        return reply.json()["response"]
-
-    async def code(self, login: str, method: str, **args: str) -> str:
-        reply = await self.get(login, method, **args)
-        # query errors (E_MISSING_ARGUMENT, …) are 400, execution errors 200: never a 5xx
-        assert reply.status in (200, 400) and reply.json()["result"] is False, (reply.status, reply.text)
-        return str(reply.code)
 
     async def example(self, method: str, login: str, **real_ids: str) -> tuple[Reply, str]:
         """The spec's example request for `method` as printed, with the real key, the given

@@ -24,7 +24,7 @@ from billing_core.container import Services
 from billing_core.directory.tables import api_keys, sip_extensions, users
 from billing_core.ledger.tables import accounts, cdrs, reservations, transactions
 from tests.factories import MadeUser, balance_of, make_key, make_user
-from tests.http_support import Api, Reply, serve
+from tests.http_support import Api, LoggedInChecks, Reply, serve
 from tests.rating_world import standard_world
 from tests.shared_paths import spec_file
 
@@ -33,7 +33,7 @@ RUSSIA = "74951234567"  # the standard world's base tariff: 0.10 EUR/min, by the
 
 
 @dataclass
-class World:
+class World(LoggedInChecks):
     services: Services
     api: Api
     key: str  # a client key (level 0): every request logs in with login + md5 password
@@ -44,17 +44,6 @@ class World:
     async def get(self, login: str, method: str, **args: str) -> Reply:
         creds = {"login": login, "password": md5_hex(PASSWORDS[login])}
         return await self.api.get(self.key, method, {**creds, **args})
-
-    async def ok(self, login: str, method: str, **args: str) -> Any:
-        reply = await self.get(login, method, **args)
-        assert reply.status == 200 and reply.json()["result"] is True, reply.text
-        return reply.json()["response"]
-
-    async def code(self, login: str, method: str, **args: str) -> str:
-        reply = await self.get(login, method, **args)
-        # query errors (E_MISSING_ARGUMENT, …) are 400, execution errors 200: never a 5xx
-        assert reply.status in (200, 400) and reply.json()["result"] is False, (reply.status, reply.text)
-        return str(reply.code)
 
     async def example(self, method: str, login: str, **real_ids: str) -> tuple[Reply, str]:
         """The spec's example request as printed, with the real key, the given real ids and

@@ -10,7 +10,6 @@ import asyncio
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -19,7 +18,7 @@ from billing_core.auth.secrets_store import md5_hex
 from billing_core.container import Services
 from billing_core.numbers.tables import did_rules, dids
 from tests.factories import make_key, make_user
-from tests.http_support import Api, Reply, serve
+from tests.http_support import Api, LoggedInChecks, Reply, serve
 
 DID = "78005555550"
 OTHER_DID = "78005555551"
@@ -27,7 +26,7 @@ PASSWORDS = {"alice": "apw", "mallory": "mpw"}
 
 
 @dataclass
-class World:
+class World(LoggedInChecks):
     services: Services
     api: Api
     key: str  # client key: login + md5 password
@@ -36,16 +35,6 @@ class World:
     async def get(self, login: str, method: str, **args: str) -> Reply:
         creds = {"login": login, "password": md5_hex(PASSWORDS[login])}
         return await self.api.get(self.key, method, {**creds, **args})
-
-    async def ok(self, login: str, method: str, **args: str) -> Any:
-        reply = await self.get(login, method, **args)
-        assert reply.status == 200 and reply.json()["result"] is True, reply.text
-        return reply.json()["response"]
-
-    async def code(self, login: str, method: str, **args: str) -> str:
-        reply = await self.get(login, method, **args)
-        assert reply.status in (200, 400) and reply.json()["result"] is False, (reply.status, reply.text)
-        return str(reply.code)
 
     async def add(self, destination: str, **rule: str) -> None:
         args = {"did": DID, "source": "number", "pattern": "%", "policy": "ACCEPT", "action": "call"}

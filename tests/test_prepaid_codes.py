@@ -28,14 +28,14 @@ from billing_core.ledger.tables import accounts, transactions
 from billing_core.provisioning.prepaid_codes import CODE_BITS, expire_codes
 from billing_core.provisioning.tables import prepaid_codes
 from tests.factories import MadeUser, balance_of, make_key, make_user
-from tests.http_support import Api, Reply, serve
+from tests.http_support import Api, LoggedInChecks, Reply, serve
 
 CODE_RE = re.compile(r"^[A-HJ-NP-Z2-9]{4}(-[A-HJ-NP-Z2-9]{4}){5}$")
 PASSWORDS = {"res": "rpw", "sub": "spw", "alice": "apw", "bob": "bpw", "carol": "cpw", "newbie": "npw"}
 
 
 @dataclass
-class World:
+class World(LoggedInChecks):
     services: Services
     api: Api
     key: str  # client key (login + md5 password)
@@ -47,16 +47,6 @@ class World:
             return await self.api.get(self.master, method, {"login": "admin", **args})
         creds = {"login": login, "password": md5_hex(PASSWORDS[login])}
         return await self.api.get(self.key, method, {**creds, **args})
-
-    async def ok(self, login: str, method: str, **args: str) -> Any:
-        reply = await self.get(login, method, **args)
-        assert reply.status == 200 and reply.json()["result"] is True, reply.text
-        return reply.json()["response"]
-
-    async def code(self, login: str, method: str, **args: str) -> str:
-        reply = await self.get(login, method, **args)
-        assert reply.status in (200, 400) and reply.json()["result"] is False, (reply.status, reply.text)
-        return str(reply.code)
 
     async def balance(self, name: str) -> Decimal:
         return await balance_of(self.services, self.users[name].account_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -214,6 +215,28 @@ async def test_leg_two_is_declined_when_leg_one_holds_the_money(
     assert await rows(services, "cb.1") == ([], 0)
     assert await rows(services, "cb.2") == ([(1, "ANSWER", 10, Decimal("0.10"))], 0)
     assert await balance_of(services, account) == Decimal("9.90")
+
+
+async def test_with_holds_in_slices_leg_two_is_allowed_on_the_same_balance(
+    services: Services, dispatcher: Dispatcher, fake: FakeAmi, port: int
+) -> None:
+    """The same 10 EUR as above, with holds in slices: each leg holds one minute (0.60), so
+    leg 2 is allowed while leg 1 talks; each leg is billed what it talked."""
+    services.settings = replace(services.settings, hold_slice_s=60)
+    account = await world(services)
+    await _connected(services, fake)  # the FastAGI peer, 127.0.0.1, is pbx1's address: supervised
+    assert (await _callback(dispatcher, await server_key(services), "alice")).value is True
+    _, second, held = await _run_legs(
+        services, fake, port,
+        leg1=[DialOutcome("ANSWER", ring_s=2, talk_s=10)],
+        leg2=[DialOutcome("ANSWER", ring_s=1, talk_s=8)],
+    )  # fmt: skip
+    assert held == [[Decimal("0.60")]]
+    assert second.run.dials[0][0] == f"PJSIP/8{DEST2}@carrier-a"
+    assert await rows(services, "cb.1") == ([(1, "ANSWER", 8, Decimal("0.08"))], 0)
+    assert await rows(services, "cb.2") == ([(1, "ANSWER", 10, Decimal("0.10"))], 0)
+    assert await _open_holds(services, "cb.1") == [] and await _open_holds(services, "cb.2") == []
+    assert await balance_of(services, account) == Decimal("9.82")
 
 
 def test_the_callback_context_is_in_the_dialplan() -> None:

@@ -171,7 +171,17 @@ class DialplanSim:
 
     def _variable(self, inner: str) -> str:
         m = re.fullmatch(r"([A-Z_]+)\((.*)\)", inner, re.S)
-        return self.function(m.group(1), m.group(2)) if m else self.get(inner)
+        if m:
+            return self.function(m.group(1), m.group(2))
+        sub = re.fullmatch(r"(\w+):(-?\d+)(?::(-?\d+))?", inner)
+        if sub:  # ${VAR:offset[:length]}, negative counting from the end, as Asterisk does
+            value, offset = self.get(sub.group(1)), int(sub.group(2))
+            rest = value[offset:] if offset >= 0 else value[max(len(value) + offset, 0) :]
+            if sub.group(3) is None:
+                return rest
+            length = int(sub.group(3))
+            return rest[:length] if length >= 0 else rest[: max(len(rest) + length, 0)]
+        return self.get(inner)
 
     def expr(self, text: str) -> str:
         return _format(_Expr(text).parse())

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from billing_core.api.dispatch import Dispatcher
+from billing_core.api.dispatch import Credentials, Dispatcher
 from billing_core.container import Services
 from billing_core.ledger.tables import cdrs, reservations
 from billing_core.spool import Spool
@@ -164,3 +164,24 @@ async def test_a_callfinish_neither_saved_nor_spooled_is_logged_not_billed(servi
     assert sim.run.requests[0].startswith("callFinish?login=99999&")
     assert sim.vars["CALLGATE_RESULT"] not in ("", "Saved", "Spooled")
     assert [m for level, m in sim.run.logs if level == "ERROR" and m.endswith("NOT billed")]
+
+
+async def test_an_inbound_call_in_e164_with_a_plus_reaches_its_did_rule(services: Services, port: int) -> None:
+    """A trunk that sends +DID from +caller (E.164, as many carriers do): [callgate-inbound]
+    drops the "+" of the DID, callgate's rule "7901%" matches the caller's +7901…, and the
+    call rings the rule's extension with the caller's own number (TRANSIT)."""
+    await world(services)
+    dispatcher, key = Dispatcher(services), await make_key(services, level=50)
+    for method, args in (
+        ("addDID", {"did": "78005555550", "owner": "alice"}),
+        ("addDIDRule", {"did": "78005555550", "source": "number", "pattern": "7901%", "policy": "ACCEPT",
+                        "action": "call", "destination": "10000", "callerid": "TRANSIT", "timeout": "25"}),
+    ):  # fmt: skip
+        outcome = await dispatcher.call(method, args, Credentials("127.0.0.1", "http", apikey=key))
+        assert outcome.error is None, outcome.error
+    caller = Caller(dials=[DialOutcome("ANSWER", ring_s=1, talk_s=4)], channel="PJSIP/trunk-00000007",
+                    callerid="+79010000001")  # fmt: skip
+    run = await run_call(port, caller, context="callgate-inbound", exten="+78005555550", uid="in1")
+    assert [r.split("?")[0] for r in run.requests] == ["resolveDIDRule"]
+    assert "did=78005555550&" in run.requests[0] and "callerid=%2B79010000001&" in run.requests[0]
+    assert run.dials == [("PJSIP/10000", "25", "")]

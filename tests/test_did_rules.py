@@ -357,3 +357,15 @@ async def test_key_of_another_owner(services: Services, dispatcher: Dispatcher, 
     ).ok
     mine = await dispatcher.call("resolveDIDRule", raw | {"did": "78120000002"}, cred)
     assert text(mine) == "OK ACCEPT carol - - y - - - -"
+
+
+async def test_e164_numbers_with_a_plus(gate: Gate) -> None:
+    """callgate's numbers are digits: a DID given as +DID is the DID, and a caller ID in E.164
+    (+7901…) matches the digits pattern 7901% as 7901… does; TRANSIT keeps the caller's own form."""
+    plus = await gate.http(rule=1, did=f"+{DID}", callerid=f"+{CALLER}")
+    assert text(plus) == "OK ACCEPT 10000 call rdx.narayana.im 10000 TRANSIT 30 internal 10000"
+    assert fields(plus)["CALLGATE_CALLERID"] == f"+{CALLER}"
+    over_agi = await gate.agi(did=f"+{DID}", callerid=f"+{CALLER}")
+    assert fields(over_agi)["CALLGATE_RULE"] == "1"
+    assert text(await gate.http(rule=1, callerid=f"+{OTHER_CALLER}")) == "SKIP 2"  # still only 7901…
+    assert code(await gate.http(did=f"++{DID}")) == "E_NOT_EXIST"

@@ -89,7 +89,11 @@ def source_accepts(rule: DIDRule, callerid: str) -> bool:
     if rule.source in ("any", "all"):
         return True
     if rule.source == "number":
-        return rule.pattern == "" or like_match(rule.pattern, callerid)
+        if rule.pattern == "" or like_match(rule.pattern, callerid):
+            return True
+        # Trunks often present E.164 with a "+"; callgate's numbers are digits, so a pattern
+        # of digits (7901%) also matches +7901…, and a pattern written with "+" still can.
+        return callerid.startswith("+") and like_match(rule.pattern, callerid[1:])
     return False
 
 
@@ -178,7 +182,7 @@ async def resolve(
     first_match: bool,
 ) -> Resolved:
     """resolveDIDRule on the call path: everything is read through the cache."""
-    record = await did_record(services, gens, did)
+    record = await did_record(services, gens, did.strip().removeprefix("+"))  # as normalize_did
     if record is None or not record.in_service(utcnow()):
         raise ApiError(ErrorCode.E_NOT_EXIST, "no such DID in service")
     if not await key_owner_serves(services.profiles, gens, key_owner, record.owner):

@@ -93,11 +93,14 @@ def render(answer: Any) -> str:
     for message in messages:
         lines = []
         for key, value in _items(message):
-            if key.lower() in _HIDDEN:
+            if key.lower() in _HIDDEN or key == "content":
                 continue
             for one in value if isinstance(value, list) else [value]:
                 lines.append(f"{key}: {one}")
-        blocks.append("\n".join(lines))
+        # panoramisk keeps a message's body (`Response: Follows`) under "content", empty for
+        # every other answer: the body's own lines, never a "content:" header Asterisk did not send.
+        body = str(message.get("content", "") or "").strip("\n")
+        blocks.append("\n".join(lines + ([body] if body else [])))
     return "\n\n".join(blocks)
 
 

@@ -32,6 +32,7 @@ from billing_core.numbers.dids import (
     Generations,
     did_record,
     require_managed_did,
+    without_plus,
 )
 from billing_core.numbers.tables import did_rules, dids
 from billing_core.records import UserRecord
@@ -182,7 +183,7 @@ async def resolve(
     first_match: bool,
 ) -> Resolved:
     """resolveDIDRule on the call path: everything is read through the cache."""
-    record = await did_record(services, gens, did.strip().removeprefix("+"))  # as normalize_did
+    record = await did_record(services, gens, without_plus(did))  # unknown or garbage: not found
     if record is None or not record.in_service(utcnow()):
         raise ApiError(ErrorCode.E_NOT_EXIST, "no such DID in service")
     if not await key_owner_serves(services.profiles, gens, key_owner, record.owner):

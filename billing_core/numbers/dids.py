@@ -111,12 +111,15 @@ def valid_did(did: str) -> bool:
     return DID_PATTERN.fullmatch(did) is not None
 
 
+def without_plus(value: str) -> str:
+    """A number as given, E.164's leading "+" dropped (callgate's numbers are digits)."""
+    return value.strip().removeprefix("+")
+
+
 def normalize_did(value: str) -> str:
     """A number as the methods take it: digits only, a leading "+" dropped, 3 to 32 digits
     (E_INVALID_ARGUMENT otherwise)."""
-    number = value.strip()
-    if number.startswith("+"):
-        number = number[1:]
+    number = without_plus(value)
     if NUMBER_PATTERN.fullmatch(number) is None:
         raise ApiError(ErrorCode.E_INVALID_ARGUMENT, "did must be 3 to 32 digits (a leading + is dropped)")
     return number

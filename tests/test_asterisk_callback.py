@@ -22,6 +22,7 @@ from billing_core.errors import ErrorCode
 from billing_core.ledger.tables import reservations
 from tests.dialplan_parse import parse
 from tests.dialplan_sim import Caller, DialOutcome, DialplanSim
+from tests.doc_sections import section
 from tests.factories import balance_of, make_user
 from tests.fake_ami import FakeAmi, newchannel, var_set
 from tests.rating_world import credentials, server_key, text_of
@@ -277,8 +278,8 @@ async def test_both_legs_holds_join_one_live_call(services: Services, dispatcher
 async def test_the_readme_callback_example(services: Services, dispatcher: Dispatcher, fake: FakeAmi) -> None:
     """README "Asterisk servers and AMI": the request answers as shown, and the Originate
     block is what Asterisk received, header for header (ActionID aside)."""
-    section = README.read_text().split("## Asterisk servers and AMI", 1)[1].split("\n## ", 1)[0]
-    request, originate = re.findall(r"```text\n(.*?)```", section, re.DOTALL)[:2]
+    text = section(README.read_text(), "## Asterisk servers and AMI")
+    request, originate = re.findall(r"```text\n(.*?)```", text, re.DOTALL)[:2]
     get, answer = request.strip().splitlines()
     query = dict(pair.split("=", 1) for pair in get.split("?", 1)[1].split("&"))
     await world(services)

@@ -166,12 +166,14 @@ async def test_a_callfinish_neither_saved_nor_spooled_is_logged_not_billed(servi
     assert [m for level, m in sim.run.logs if level == "ERROR" and m.endswith("NOT billed")]
 
 
-async def test_an_inbound_call_in_e164_with_a_plus_reaches_its_did_rule(services: Services, port: int) -> None:
+async def test_an_inbound_call_in_e164_with_a_plus_reaches_its_did_rule(
+    services: Services, dispatcher: Dispatcher, port: int
+) -> None:
     """A trunk that sends +DID from +caller (E.164, as many carriers do): [callgate-inbound]
     drops the "+" of the DID, callgate's rule "7901%" matches the caller's +7901…, and the
     call rings the rule's extension with the caller's own number (TRANSIT)."""
     await world(services)
-    dispatcher, key = Dispatcher(services), await make_key(services, level=50)
+    key = await make_key(services, level=50)
     for method, args in (
         ("addDID", {"did": "78005555550", "owner": "alice"}),
         ("addDIDRule", {"did": "78005555550", "source": "number", "pattern": "7901%", "policy": "ACCEPT",

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.doc_sections import section, sections
+
 ROOT = Path(__file__).resolve().parents[1]
 PERFORMANCE = ROOT / "docs" / "performance.md"
 DOCS = sorted([ROOT / "README.md", ROOT / "dialplan" / "README.md", *(ROOT / "docs").glob("*.md")])
@@ -24,19 +26,6 @@ WHO_OR_WHEN = re.compile(
 )
 
 
-def sections(text: str, level: str = "## ") -> dict[str, str]:
-    """Each `level` heading's text with its subsections (the heading line included)."""
-    found: dict[str, str] = {}
-    heading = ""
-    for line in text.splitlines(keepends=True):
-        if line.startswith(level):
-            heading = line[len(level) :].strip()
-            found[heading] = ""
-        if heading:
-            found[heading] += line
-    return found
-
-
 def has_table(text: str) -> bool:
     return any(line.startswith("|") and re.search(r"\d", line) for line in text.splitlines())
 
@@ -50,7 +39,7 @@ def test_every_run_in_performance_md_carries_a_date_and_a_machine() -> None:
 
 
 def test_the_readme_how_fast_is_labelled() -> None:
-    how_fast = sections((ROOT / "README.md").read_text())["How fast"]
+    how_fast = section((ROOT / "README.md").read_text(), "## How fast")
     assert re.search(r"\d[\d,]* (?:pairs/s|pairs per second)|p99 of \d+ ms", how_fast)
     assert DATE.search(how_fast) and HOST.search(how_fast)
 

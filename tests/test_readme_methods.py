@@ -9,6 +9,7 @@ from pathlib import Path
 
 import billing_core.api.methods  # noqa: F401 - registers every method
 from billing_core.catalog.registry import REGISTRY
+from tests.doc_sections import section as doc_section
 from tests.shared_paths import spec_file
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -17,7 +18,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def _table() -> dict[str, set[str]]:
     """section -> methods, from README's "## Methods" table."""
     text = README.read_text()
-    block = text.split("\n## Methods\n", 1)[1].split("\n## ", 1)[0]
+    block = doc_section(text, "## Methods")
     rows: dict[str, set[str]] = {}
     for line in block.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]

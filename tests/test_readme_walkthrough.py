@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.doc_sections import section
 from tests.ports import HOST, free_port
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -41,8 +42,7 @@ _CURL_SHIM = (
 
 def sh_blocks(markdown: str, heading: str) -> list[list[str]]:
     """The ```sh blocks of one `## ` section, as lists of lines."""
-    section = markdown.split(heading, 1)[1].split("\n## ", 1)[0]
-    return [block.splitlines() for block in re.findall(r"```sh\n(.*?)```", section, re.DOTALL)]
+    return [block.splitlines() for block in re.findall(r"```sh\n(.*?)```", section(markdown, heading), re.DOTALL)]
 
 
 def without_comment(line: str) -> str:
